@@ -1,0 +1,69 @@
+"""The Celery configuration producers and workers share, and the names of jobferry's tasks.
+
+Producers send tasks by name with an app built here, so an application that only submits
+workflows imports neither the worker code nor the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from scheduler.settings import Settings
+
+LAUNCH_TASK = "jobferry.launch"
+CHECK_TASK = "jobferry.check"
+CANCEL_TASK = "jobferry.cancel"
+
+
+def outcome_task_id(workflow_id: str) -> str:
+    """The Celery task id whose result is the workflow's outcome (shown as such in Flower)."""
+    return f"jobferry-outcome-{workflow_id}"
+
+
+def launch_task_id(workflow_id: str) -> str:
+    return f"jobferry-launch-{workflow_id}"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for long Jobs on a Redis broker (see README, 'Delivery')."""
+    transport = {"visibility_timeout": settings.visibility_timeout_seconds}
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.results_url,
+        # JSON only: pickle from a writable Redis is remote code execution.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # A task whose worker dies is delivered again instead of being lost.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_deduplicate_successful_tasks": True,
+        # celery#7651: the timeout must be the same in all three places.
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": settings.outcome_ttl_seconds,
+        "result_extended": True,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": settings.launch_queue,
+        "task_routes": {
+            LAUNCH_TASK: {"queue": settings.launch_queue},
+            CANCEL_TASK: {"queue": settings.launch_queue},
+            CHECK_TASK: {"queue": settings.status_queue},
+        },
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+def make_celery(settings: Settings, main: str = "jobferry") -> Celery:
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,213 @@
+"""The producer API: submit a workflow, follow it, cancel it, read its outcome.
+
+`Jobferry` holds one Celery app (used only to send tasks by name) and one Redis connection
+for the workflow records. The module-level functions in `scheduler` use a client built from
+the environment, for callers who need nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Celery
+
+from scheduler.celeryconfig import (
+    CANCEL_TASK,
+    CHECK_TASK,
+    LAUNCH_TASK,
+    launch_task_id,
+    make_celery,
+    outcome_task_id,
+)
+from scheduler.errors import (
+    BrokerUnavailableError,
+    WaitTimeoutError,
+    WorkflowConflictError,
+    WorkflowNotFoundError,
+)
+from scheduler.models import WorkflowOutcome, WorkflowRequest, WorkflowStatus
+from scheduler.records import RecordStore
+from scheduler.settings import Settings, load_settings, redact_url
+
+
+class Jobferry:
+    """A producer's connection to jobferry."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._redis = redis.Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=5, socket_timeout=10
+        )
+        self.records = RecordStore(
+            self._redis, self.settings.outcome_ttl_seconds, self.settings.app_label
+        )
+        self._celery: Celery | None = None
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = make_celery(self.settings)
+        return self._celery
+
+    def submit(self, request: WorkflowRequest) -> WorkflowHandle:
+        """Queue a workflow; a repeat of the same request returns the existing handle.
+
+        Raises:
+            WorkflowConflictError: the id was submitted before with a different request.
+            BrokerUnavailableError: Redis cannot be reached; nothing was queued.
+        """
+        workflow_id = request.workflow_id
+        existing = self._redis_call(lambda: self.records.create(request))
+        if existing is not None:
+            if existing != request.digest():
+                raise WorkflowConflictError(
+                    f"workflow {workflow_id!r} was already submitted with a different request; "
+                    "choose a new workflow_id, or resubmit the identical request to get its handle"
+                )
+            return WorkflowHandle(self, workflow_id)
+        try:
+            self._send_pipeline(workflow_id)
+        except Exception as exc:
+            # Roll back so a retry of this submit queues the workflow instead of finding a
+            # record with no launch behind it.
+            self._redis.delete(self.records.key(workflow_id))
+            raise BrokerUnavailableError(
+                f"could not queue workflow {workflow_id!r} on "
+                f"{redact_url(self.settings.redis_url)}: {exc}; nothing was queued"
+            ) from exc
+        return WorkflowHandle(self, workflow_id)
+
+    def status(self, workflow_id: str) -> WorkflowStatus:
+        status = self._redis_call(lambda: self.records.get(workflow_id))
+        if status is None:
+            raise WorkflowNotFoundError(
+                f"no workflow {workflow_id!r}: it was never submitted, or its record expired "
+                f"(records are kept {self.settings.outcome_ttl_seconds} s after they finish)"
+            )
+        return status
+
+    def outcome(self, workflow_id: str) -> WorkflowOutcome | None:
+        """The outcome, or None while the workflow runs.
+
+        The record is read first; the Celery result of the final status check (task id
+        `jobferry-outcome-<id>`) is the fallback.
+        """
+        status = self._redis_call(lambda: self.records.get(workflow_id))
+        if status is not None:
+            return status.outcome
+        result = self.celery.AsyncResult(outcome_task_id(workflow_id))
+        if result.successful() and isinstance(result.result, dict):
+            return WorkflowOutcome.model_validate(result.result)
+        raise WorkflowNotFoundError(f"no workflow {workflow_id!r} and no stored outcome for it")
+
+    def cancel(self, workflow_id: str) -> WorkflowStatus:
+        """Ask for the workflow to be stopped: its Job is deleted and its outcome is `cancelled`.
+
+        Cancelling a finished workflow changes nothing and returns its status.
+        """
+        status = self.status(workflow_id)
+        if self.records.request_cancel(workflow_id):
+            self.celery.send_task(CANCEL_TASK, args=[workflow_id])
+        return self.records.get(workflow_id) or status
+
+    def wait(
+        self,
+        workflow_id: str,
+        timeout: float | None = None,
+        on_poll: Callable[[WorkflowStatus], None] | None = None,
+    ) -> WorkflowOutcome:
+        """Block until the workflow finishes and return its outcome.
+
+        Raises:
+            WaitTimeoutError: `timeout` seconds passed; the workflow keeps running.
+        """
+        started = time.monotonic()
+        interval = 0.2
+        while True:
+            status = self.status(workflow_id)
+            if on_poll is not None:
+                on_poll(status)
+            if status.outcome is not None:
+                return status.outcome
+            if timeout is not None and time.monotonic() - started >= timeout:
+                raise WaitTimeoutError(
+                    f"workflow {workflow_id!r} is still {status.state.value} after {timeout} s "
+                    f"({status.detail}); it keeps running: wait again or cancel it"
+                )
+            time.sleep(interval)
+            interval = min(interval * 1.5, 2.0)
+
+    def close(self) -> None:
+        self._redis.close()
+        if self._celery is not None:
+            self._celery.close()
+
+    def _send_pipeline(self, workflow_id: str) -> None:
+        launch = self.celery.signature(
+            LAUNCH_TASK, args=[workflow_id], task_id=launch_task_id(workflow_id)
+        )
+        check = self.celery.signature(CHECK_TASK, task_id=outcome_task_id(workflow_id))
+        (launch | check).apply_async(retry=False)
+
+    def _redis_call(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        # Connection and timeout errors mean Redis is down or misconfigured, not a bad request.
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailableError(
+                f"cannot reach Redis at {redact_url(self.settings.redis_url)} ({exc}); "
+                "start Redis or set JOBFERRY_REDIS_URL"
+            ) from exc
+
+
+class WorkflowHandle:
+    """What `submit` returns: the workflow id and the ways to follow it."""
+
+    def __init__(self, client: Jobferry, workflow_id: str) -> None:
+        self.client = client
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.workflow_id!r})"
+
+    def status(self) -> WorkflowStatus:
+        return self.client.status(self.workflow_id)
+
+    def outcome(self) -> WorkflowOutcome | None:
+        return self.client.outcome(self.workflow_id)
+
+    def wait(self, timeout: float | None = None) -> WorkflowOutcome:
+        return self.client.wait(self.workflow_id, timeout=timeout)
+
+    def cancel(self) -> WorkflowStatus:
+        return self.client.cancel(self.workflow_id)
+
+
+_default: Jobferry | None = None
+
+
+def default_client() -> Jobferry:
+    """A client built once from the `JOBFERRY_*` environment."""
+    global _default
+    if _default is None:
+        _default = Jobferry()
+    return _default
+
+
+def submit(request: WorkflowRequest) -> WorkflowHandle:
+    return default_client().submit(request)
+
+
+def cancel(workflow_id: str) -> WorkflowStatus:
+    return default_client().cancel(workflow_id)
+
+
+def get_status(workflow_id: str) -> WorkflowStatus:
+    return default_client().status(workflow_id)
+
+
+def get_outcome(workflow_id: str) -> WorkflowOutcome | None:
+    return default_client().outcome(workflow_id)

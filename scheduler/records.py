@@ -1,0 +1,163 @@
+"""The authoritative record of each workflow, kept in Redis beside the queue.
+
+Celery's result backend only learns about a workflow when a task ends, and a retry that could
+not be published ends the poll loop silently. The record is written before anything is queued
+and updated at every state change, so `status` always has an answer, a repeat submission finds
+the original, and a finished workflow keeps exactly one outcome: whichever of the status check
+or a cancel finishes it first wins, atomically (a Lua script), and the other reads the winner.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis
+
+from scheduler.models import (
+    WorkflowOutcome,
+    WorkflowRequest,
+    WorkflowState,
+    WorkflowStatus,
+)
+from scheduler.naming import job_name
+
+KEY_PREFIX = "jobferry:workflow:"
+INFLIGHT_KEY = "jobferry:inflight"
+
+# Creates the record unless it exists; returns the existing digest, or "" when created.
+_CREATE = """
+local existing = redis.call('HGET', KEYS[1], 'digest')
+if existing then return existing end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), KEYS[1])
+return ''
+"""
+
+# Updates fields unless the workflow has finished; returns 1 when updated.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'state') == 'finished' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# Stores the outcome unless one is stored; returns the outcome that is stored now.
+_FINISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local stored = redis.call('HGET', KEYS[1], 'outcome')
+if stored then return stored end
+redis.call('HSET', KEYS[1], 'state', 'finished', 'outcome', ARGV[1], 'updated_at', ARGV[2],
+           'detail', ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('ZREM', KEYS[2], KEYS[1])
+return ARGV[1]
+"""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecordStore:
+    """Workflow records in Redis: one hash per workflow id, plus an index of those in flight."""
+
+    def __init__(self, client: redis.Redis, outcome_ttl_seconds: int, app_label: str) -> None:
+        self._redis = client
+        self._outcome_ttl = outcome_ttl_seconds
+        self._app_label = app_label
+        self._create = client.register_script(_CREATE)
+        self._update = client.register_script(_UPDATE)
+        self._finish = client.register_script(_FINISH)
+
+    @staticmethod
+    def key(workflow_id: str) -> str:
+        return KEY_PREFIX + workflow_id
+
+    def create(self, request: WorkflowRequest, now: datetime | None = None) -> str | None:
+        """Write a new `queued` record; return None, or the digest of the record already there."""
+        now = now or utcnow()
+        deadline = now.timestamp() + request.deadline_seconds
+        fields: dict[str, str] = {
+            "request": request.model_dump_json(),
+            "digest": request.digest(),
+            "state": WorkflowState.QUEUED.value,
+            "job_name": job_name(request.workflow_id, self._app_label),
+            "namespace": request.namespace,
+            "submitted_at": now.isoformat(),
+            "updated_at": now.isoformat(),
+            "deadline": str(deadline),
+            "detail": "waiting for a launch worker",
+        }
+        ttl = request.deadline_seconds + self._outcome_ttl
+        args = [ttl, deadline, *_flatten(fields)]
+        existing = self._create(keys=[self.key(request.workflow_id), INFLIGHT_KEY], args=args)
+        return _text(existing) or None
+
+    def get(self, workflow_id: str) -> WorkflowStatus | None:
+        raw = self._hash(workflow_id)
+        if not raw:
+            return None
+        outcome = raw.get("outcome")
+        return WorkflowStatus(
+            workflow_id=workflow_id,
+            state=WorkflowState(raw["state"]),
+            job_name=raw["job_name"],
+            namespace=raw["namespace"],
+            submitted_at=datetime.fromisoformat(raw["submitted_at"]),
+            updated_at=datetime.fromisoformat(raw["updated_at"]),
+            detail=raw.get("detail", ""),
+            cancel_requested=raw.get("cancel_requested") == "1",
+            outcome=WorkflowOutcome.model_validate_json(outcome) if outcome else None,
+        )
+
+    def get_request(self, workflow_id: str) -> WorkflowRequest | None:
+        raw = self._redis.hget(self.key(workflow_id), "request")
+        return None if raw is None else WorkflowRequest.model_validate_json(_text(raw))
+
+    def deadline(self, workflow_id: str) -> datetime | None:
+        raw = self._redis.hget(self.key(workflow_id), "deadline")
+        return None if raw is None else datetime.fromtimestamp(float(_text(raw)), UTC)
+
+    def set_state(self, workflow_id: str, state: WorkflowState, detail: str) -> bool:
+        """Move an unfinished workflow to `state`; False when it has finished meanwhile."""
+        fields = {"state": state.value, "detail": detail, "updated_at": utcnow().isoformat()}
+        return self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1
+
+    def request_cancel(self, workflow_id: str) -> bool:
+        """Flag an unfinished workflow for cancellation; False when it has finished."""
+        fields = {"cancel_requested": "1", "updated_at": utcnow().isoformat()}
+        return self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1
+
+    def finish(self, outcome: WorkflowOutcome) -> WorkflowOutcome:
+        """Store the outcome unless one is stored already; return the one that is stored."""
+        detail = f"{outcome.state.value}: {outcome.reason}"
+        args = [outcome.model_dump_json(), utcnow().isoformat(), self._outcome_ttl, detail]
+        stored = self._finish(keys=[self.key(outcome.workflow_id), INFLIGHT_KEY], args=args)
+        if stored is None:
+            # The record expired or never existed: keep the outcome anyway, for the caller.
+            return outcome
+        return WorkflowOutcome.model_validate_json(_text(stored))
+
+    def inflight(self, limit: int = 1000) -> list[str]:
+        """Ids of workflows not finished yet, soonest deadline first."""
+        keys = self._redis.zrange(INFLIGHT_KEY, 0, limit - 1)
+        return [_text(key).removeprefix(KEY_PREFIX) for key in cast(list[Any], keys)]
+
+    def _hash(self, workflow_id: str) -> dict[str, str]:
+        raw = cast(dict[Any, Any], self._redis.hgetall(self.key(workflow_id)))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _flatten(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+

@@ -1,0 +1,161 @@
+"""All of jobferry's settings, read once from `JOBFERRY_*` environment variables.
+
+Producers, workers and the CLI build one `Settings` at their entry point and pass it down;
+nothing below reads the environment itself. Each field's docstring gives its unit and default,
+and the README's configuration table is checked against this class by a test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler import validation
+from scheduler.errors import RequestError
+
+ENV_PREFIX = "JOBFERRY_"
+
+
+class Settings(BaseSettings):
+    """jobferry's configuration. Every field is `JOBFERRY_<FIELD NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    redis_url: str = "redis://localhost:6379/0"
+    """Redis for the broker, the workflow records and (unless set apart) the results."""
+
+    result_backend_url: str | None = None
+    """Celery result backend; default: `redis_url`."""
+
+    backend: Literal["kubernetes", "local"] = "kubernetes"
+    """Where Jobs run. `local` runs commands as subprocesses on the worker's host."""
+
+    app_label: str = "jobferry"
+    """Value of the `app` label on every Job (`kubectl get jobs -l app=jobferry`)."""
+
+    kubeconfig: Path | None = None
+    """Kubeconfig file; default: in-cluster config, then `KUBECONFIG`, then ~/.kube/config."""
+
+    kube_context: str | None = None
+    """Context to use from the kubeconfig; default: its current context."""
+
+    api_timeout_seconds: float = Field(default=15.0, gt=0)
+    """Timeout of one Kubernetes API request, seconds."""
+
+    api_retry_limit: int = Field(default=6, ge=0)
+    """Retries of a launch after 429/5xx/timeouts before the workflow fails."""
+
+    api_retry_base_seconds: float = Field(default=1.0, gt=0)
+    """First retry delay after a temporary API error; doubles each time, with jitter."""
+
+    api_retry_max_seconds: float = Field(default=60.0, gt=0)
+    """Cap of the retry delay after temporary API errors, seconds."""
+
+    status_interval_seconds: float = Field(default=2.0, gt=0)
+    """First delay between status checks of a running Job, seconds."""
+
+    status_interval_max_seconds: float = Field(default=30.0, gt=0)
+    """Cap of the delay between status checks, seconds (grows by 1.5x per check)."""
+
+    startup_grace_seconds: float = Field(default=60.0, ge=0)
+    """How long a pod may sit in ImagePullBackOff or CreateContainerConfigError, seconds."""
+
+    delete_propagation: Literal["Background", "Foreground"] = "Background"
+    """Propagation policy when jobferry deletes a Job (deadline, cancel, fast failure)."""
+
+    log_tail_lines: int = Field(default=100, ge=0, le=10_000)
+    """Lines of container log kept in the outcome."""
+
+    log_tail_bytes: int = Field(default=64 * 1024, ge=0)
+    """Byte cap of the log tail kept in the outcome."""
+
+    outcome_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    """How long finished workflow records and outcomes are kept, seconds (7 days)."""
+
+    visibility_timeout_seconds: int = Field(default=3600, ge=60)
+    """Redis redelivers a message not acked within this time; same value for broker and results."""
+
+    launch_queue: str = "jobferry.launch"
+    """Queue of launch and cancel tasks."""
+
+    status_queue: str = "jobferry.status"
+    """Queue of status-check tasks, apart so waiting checks never starve launches."""
+
+    local_state_dir: Path = Path("/tmp/jobferry-local")
+    """Where the `local` backend keeps each Job's state and log."""
+
+    @field_validator("app_label")
+    @classmethod
+    def _app_label(cls, value: str) -> str:
+        return validation.check_dns1123_label(value, "JOBFERRY_APP_LABEL")
+
+    @field_validator("redis_url", "result_backend_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{redact_url(value)!r} is not a Redis URL; use redis://host:6379/0 "
+                "or rediss://host:6380/0 for TLS"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _intervals(self) -> Settings:
+        if self.status_interval_max_seconds < self.status_interval_seconds:
+            raise ValueError(
+                "JOBFERRY_STATUS_INTERVAL_MAX_SECONDS must be >= JOBFERRY_STATUS_INTERVAL_SECONDS"
+            )
+        if self.status_interval_max_seconds * 4 > self.visibility_timeout_seconds:
+            raise ValueError(
+                "JOBFERRY_VISIBILITY_TIMEOUT_SECONDS must be at least 4x the longest status "
+                "interval, or Redis redelivers status checks that are only waiting"
+            )
+        return self
+
+    @property
+    def results_url(self) -> str:
+        return self.result_backend_url or self.redis_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning validation errors into a `RequestError`.
+
+    Raises:
+        RequestError: naming each bad `JOBFERRY_*` variable and what it must be.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise RequestError(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    lines = ["invalid jobferry settings:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        lines.append(f"  {name}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def describe_request_error(exc: ValidationError) -> str:
+    """One line per problem, naming the field: what a CLI user needs to fix the request."""
+    lines = ["invalid workflow request:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "request"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by '***', safe to log or show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

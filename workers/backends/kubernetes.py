@@ -1,0 +1,272 @@
+"""The Kubernetes backend: Jobs through the official client.
+
+This module is the only place that imports `kubernetes` (an import-linter contract holds it
+to that). API errors are translated here, at the boundary, into the `base` error tree, so the
+tasks never see an `ApiException`. Payloads are read as raw JSON (`_preload_content=False`):
+the classifier works on the API's own shape, and no time is spent building model objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from scheduler.errors import RequestError
+from scheduler.models import WorkflowRequest
+from scheduler.settings import Settings
+from workers.backends import classify, manifest
+from workers.backends.base import (
+    BackendError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    JobBackend,
+    JobPhase,
+    JobRef,
+    JobStatus,
+    NotFound,
+    TemporaryError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def load_client_configuration(settings: Settings, environ: dict[str, str]) -> client.Configuration:
+    """Find cluster credentials as kubectl does: in-cluster, then KUBECONFIG, then ~/.kube/config.
+
+    An explicit `JOBFERRY_KUBECONFIG` is the only place tried when set.
+
+    Raises:
+        RequestError: listing every place tried and why each failed.
+    """
+    configuration = client.Configuration()
+    tried: list[str] = []
+    if settings.kubeconfig is not None:
+        candidates = [settings.kubeconfig]
+    else:
+        if environ.get("KUBERNETES_SERVICE_HOST"):
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+                return configuration
+            # Not a usable pod environment: say so and fall through to kubeconfig files.
+            except ConfigException as exc:
+                tried.append(f"in-cluster config ({exc})")
+        else:
+            tried.append("in-cluster config (KUBERNETES_SERVICE_HOST is not set)")
+        from_env = [Path(p) for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+        candidates = from_env or [Path(environ.get("HOME", "~")).expanduser() / ".kube/config"]
+    for path in candidates:
+        if not path.is_file():
+            tried.append(f"{path} (no such file)")
+            continue
+        try:
+            config.load_kube_config(
+                config_file=str(path),
+                context=settings.kube_context,
+                client_configuration=configuration,
+            )
+            return configuration
+        # A broken file or an unknown context: report it with the others.
+        except (ConfigException, ValueError, OSError) as exc:
+            tried.append(f"{path} ({exc})")
+    raise RequestError(
+        "no Kubernetes configuration found; tried: " + "; ".join(tried) + ". Set KUBECONFIG or "
+        "JOBFERRY_KUBECONFIG, run the worker in a pod with a ServiceAccount, or use "
+        "JOBFERRY_BACKEND=local"
+    )
+
+
+class KubernetesBackend(JobBackend):
+    name = "kubernetes"
+
+    def __init__(self, settings: Settings, configuration: client.Configuration) -> None:
+        self._settings = settings
+        self._api = client.ApiClient(configuration)
+        self._batch = client.BatchV1Api(self._api)
+        self._core = client.CoreV1Api(self._api)
+        self._timeout = settings.api_timeout_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings, environ: dict[str, str]) -> KubernetesBackend:
+        return cls(settings, load_client_configuration(settings, environ))
+
+    def close(self) -> None:
+        self._api.close()
+
+    def create(
+        self, request: WorkflowRequest, job_name: str, extra_env: dict[str, str] | None = None
+    ) -> JobRef:
+        body = manifest.build_job(request, job_name, self._settings.app_label, extra_env)
+        namespace = request.namespace
+        try:
+            created = self._call("create", "jobs", namespace, lambda: self._batch.create_namespaced_job(
+                namespace, body, _preload_content=False, _request_timeout=self._timeout
+            ))
+        except Conflict:
+            return self._adopt(request, job_name)
+        except NotFound as exc:
+            raise NotFound(
+                f"namespace {namespace!r} does not exist ({exc.message}); create it or "
+                "submit to an existing namespace",
+                reason="NamespaceNotFound",
+            ) from exc
+        return JobRef(job_name, namespace, classify.parse_time(
+            created["metadata"].get("creationTimestamp")))
+
+    def _adopt(self, request: WorkflowRequest, job_name: str) -> JobRef:
+        """A Job of our name exists: adopt it if it is this workflow's, refuse otherwise."""
+        namespace = request.namespace
+        existing = self._read_job(job_name, namespace)
+        if existing is None:
+            raise TemporaryError(f"Job {job_name} existed and vanished; creating it again")
+        labels = existing["metadata"].get("labels") or {}
+        ours = (
+            labels.get(manifest.WORKFLOW_LABEL) == request.workflow_id
+            and labels.get(manifest.MANAGED_BY) == manifest.MANAGER
+        )
+        if not ours:
+            raise Conflict(
+                f"a Job named {job_name} already exists in namespace {namespace!r} and does not "
+                f"belong to workflow {request.workflow_id!r} (labels {labels}); jobferry will not "
+                "touch it. Delete or rename that Job, or submit under another workflow id",
+                reason="NameConflict",
+            )
+        log.info("adopted existing Job %s/%s for workflow %s", namespace, job_name,
+                 request.workflow_id)
+        return JobRef(job_name, namespace,
+                      classify.parse_time(existing["metadata"].get("creationTimestamp")), True)
+
+    def get(self, ref: JobRef) -> JobStatus:
+        job = self._read_job(ref.name, ref.namespace)
+        if job is None:
+            return JobStatus(phase=JobPhase.MISSING)
+        status = job.get("status") or {}
+        active, ready = int(status.get("active") or 0), status.get("ready")
+        finished = any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if not finished and active > 0 and ready is not None and int(ready) >= active:
+            # Every pod is running and ready: nothing in the pods can change the verdict,
+            # so spare the API server the LIST.
+            return replace(classify.job_status(job, []), phase=JobPhase.RUNNING)
+        return classify.job_status(job, self._list_pods(ref))
+
+    def delete(self, ref: JobRef) -> None:
+        policy = self._settings.delete_propagation
+        try:
+            self._call("delete", "jobs", ref.namespace, lambda: self._batch.delete_namespaced_job(
+                ref.name, ref.namespace, propagation_policy=policy,
+                _preload_content=False, _request_timeout=self._timeout,
+            ))
+        # Already gone is what we wanted.
+        except NotFound:
+            return
+
+    def logs(self, ref: JobRef, status: JobStatus, tail_lines: int, limit_bytes: int) -> str:
+        if status.pod_name is None or tail_lines == 0:
+            return ""
+        pod = status.pod_name
+        try:
+            response = self._core.read_namespaced_pod_log(
+                pod, ref.namespace, container=manifest.CONTAINER_NAME, tail_lines=tail_lines,
+                limit_bytes=limit_bytes or None, _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+        # Logs are evidence, not the verdict: a pod without logs must not fail the outcome.
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning("no log for pod %s/%s: %s", ref.namespace, pod, _short(exc))
+            return ""
+        return bytes(response.data).decode("utf-8", errors="replace")
+
+    def _read_job(self, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            return self._call("get", "jobs", namespace, lambda: self._batch.read_namespaced_job(
+                name, namespace, _preload_content=False, _request_timeout=self._timeout
+            ))
+        # No such Job (any more): the caller decides what that means.
+        except NotFound:
+            return None
+
+    def _list_pods(self, ref: JobRef) -> list[dict[str, Any]]:
+        pods = self._call("list", "pods", ref.namespace, lambda: self._core.list_namespaced_pod(
+            ref.namespace, label_selector=f"job-name={ref.name}",
+            _preload_content=False, _request_timeout=self._timeout,
+        ))
+        return list(pods.get("items") or [])
+
+    def _call(self, verb: str, resource: str, namespace: str, call: Any) -> dict[str, Any]:
+        try:
+            response = call()
+        except ApiException as exc:
+            raise translate_api_error(exc, verb, resource, namespace) from exc
+        # The API server is unreachable or slow: transport errors are always worth a retry.
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TemporaryError(
+                f"the Kubernetes API did not answer {verb} {resource}: {_short(exc)}",
+                reason="ApiUnavailable",
+            ) from exc
+        data: dict[str, Any] = json.loads(response.data or b"{}")
+        return data
+
+
+def translate_api_error(exc: ApiException, verb: str, resource: str, namespace: str) -> BackendError:
+    """Map an API error to the `base` tree, keeping the API server's own message."""
+    status = int(exc.status or 0)
+    body = _status_body(exc)
+    message = str(body.get("message") or exc.reason or f"HTTP {status}")
+    if status in (401, 403):
+        return Forbidden(
+            f"the worker may not {verb} {resource} in namespace {namespace!r}: {message}. "
+            f"Grant '{verb}' on {resource} with the Role in k8s/rbac.yaml and check with "
+            f"`kubectl auth can-i {verb} {resource} -n {namespace} "
+            f"--as=system:serviceaccount:<namespace>:<service-account>`",
+            reason="Unauthorized" if status == 401 else "Forbidden",
+        )
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        return Conflict(message)
+    if status in (400, 422):
+        return Invalid(f"the API server refused the {resource} manifest: {message}", "Invalid")
+    retry_after = _retry_after(exc)
+    if status == 429 or status >= 500:
+        return TemporaryError(
+            f"the Kubernetes API answered {status} to {verb} {resource}: {message}",
+            reason="TooManyRequests" if status == 429 else "ServerError",
+            retry_after=retry_after,
+        )
+    return Invalid(f"unexpected answer {status} to {verb} {resource}: {message}", "Unexpected")
+
+
+def _status_body(exc: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.body or "{}")
+    # Proxies and load balancers answer with HTML; keep their status line instead.
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    # HTTP-date forms are rare from the API server; fall back to our own backoff.
+    except ValueError:
+        return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]

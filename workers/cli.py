@@ -1,0 +1,262 @@
+"""The `jobferry` command: submit, follow and cancel workflows; run workers; run the demo.
+
+Errors go to stderr in red with exit status 1; `--json` gives machine-readable output.
+Settings come from `JOBFERRY_*` variables (see the README's configuration table).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+
+from scheduler import (
+    EnvVar,
+    Jobferry,
+    JobferryError,
+    SecretKeyRef,
+    WorkflowOutcome,
+    WorkflowRequest,
+    WorkflowStatus,
+)
+from scheduler.settings import describe_request_error, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+stdout = Console(width=None if sys.stdout.isatty() else 120)
+stderr = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    stderr.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    sys.exit(1)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn jobferry and validation errors into one red message and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ValidationError as exc:
+            fail(describe_request_error(exc))
+        except JobferryError as exc:
+            fail(str(exc))
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=what)
+        pairs[key] = value
+    return pairs
+
+
+def _env(literal: tuple[str, ...], secrets: tuple[str, ...]) -> list[EnvVar]:
+    env = [EnvVar(name=k, value=v) for k, v in _pairs(literal, "--env").items()]
+    for name, ref in _pairs(secrets, "--env-secret").items():
+        secret, sep, key = ref.partition(":")
+        if not sep:
+            raise click.BadParameter(f"{ref!r} is not SECRET:KEY", param_hint="--env-secret")
+        env.append(EnvVar(name=name, secret_key_ref=SecretKeyRef(name=secret, key=key)))
+    return env
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """jobferry: run long, heavy work as Kubernetes Jobs from a Celery queue on Redis."""
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.option("--id", "workflow_id", help="Workflow id (1-63 of [A-Za-z0-9-_.]).")
+@click.option("--image", help="Container image, e.g. ghcr.io/acme/report:1.4.2.")
+@click.option("-f", "--file", "request_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="A JSON workflow request instead of the options.")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--cpu-request")
+@click.option("--cpu-limit")
+@click.option("--memory-request")
+@click.option("--memory-limit")
+@click.option("--backoff-limit", type=int, default=3, show_default=True)
+@click.option("--ttl", "ttl_seconds", type=int, default=3600, show_default=True,
+              help="Seconds a finished Job is kept.")
+@click.option("--active-deadline", type=int, help="Kubernetes' limit on the Job, seconds.")
+@click.option("--deadline", type=int, default=24 * 3600, show_default=True,
+              help="The whole workflow's limit from submission, seconds.")
+@click.option("--env", multiple=True, metavar="NAME=VALUE")
+@click.option("--env-secret", multiple=True, metavar="NAME=SECRET:KEY")
+@click.option("--label", multiple=True, metavar="KEY=VALUE")
+@click.option("--annotation", multiple=True, metavar="KEY=VALUE")
+@click.option("--service-account")
+@click.option("--wait", is_flag=True, help="Wait for the outcome, with a live status line.")
+@click.option("--timeout", type=float, help="With --wait: give up waiting after this many s.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("command", nargs=-1)
+@friendly_errors
+def submit(**options: Any) -> None:
+    """Submit a workflow: jobferry submit --id X --image IMG -- COMMAND [ARGS...]"""
+    request = _request(options)
+    client = Jobferry(load_settings())
+    handle = client.submit(request)
+    if not options["wait"]:
+        payload = {"workflow_id": handle.workflow_id, "job_name": handle.status().job_name}
+        _emit(payload, options["as_json"], f"queued {handle.workflow_id}")
+        return
+    outcome = _wait(client, handle.workflow_id, options["timeout"], options["as_json"])
+    _print_outcome(outcome, options["as_json"])
+    sys.exit(0 if outcome.ok else 2)
+
+
+def _request(options: dict[str, Any]) -> WorkflowRequest:
+    if options["request_file"] is not None:
+        return WorkflowRequest.model_validate_json(options["request_file"].read_text())
+    if not options["workflow_id"] or not options["image"]:
+        raise click.UsageError("give --id and --image (or --file)")
+    if not options["command"]:
+        raise click.UsageError("give the command after '--', e.g. -- python -m report")
+    return WorkflowRequest(
+        workflow_id=options["workflow_id"],
+        image=options["image"],
+        command=list(options["command"]),
+        namespace=options["namespace"],
+        cpu_request=options["cpu_request"],
+        cpu_limit=options["cpu_limit"],
+        memory_request=options["memory_request"],
+        memory_limit=options["memory_limit"],
+        backoff_limit=options["backoff_limit"],
+        ttl_seconds_after_finished=options["ttl_seconds"],
+        active_deadline_seconds=options["active_deadline"],
+        deadline_seconds=options["deadline"],
+        env=_env(options["env"], options["env_secret"]),
+        labels=_pairs(options["label"], "--label"),
+        annotations=_pairs(options["annotation"], "--annotation"),
+        service_account=options["service_account"],
+    )
+
+
+def _wait(client: Jobferry, workflow_id: str, timeout: float | None, quiet: bool) -> WorkflowOutcome:
+    if quiet or not stderr.is_terminal:
+        return client.wait(workflow_id, timeout=timeout)
+    with stderr.status(f"{workflow_id}: queued") as line:
+
+        def show(status: WorkflowStatus) -> None:
+            line.update(f"{workflow_id}: {status.state.value} - {status.detail}")
+
+        return client.wait(workflow_id, timeout=timeout, on_poll=show)
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def status(workflow_id: str, as_json: bool) -> None:
+    """Show where a workflow is now."""
+    record = Jobferry(load_settings()).status(workflow_id)
+    if as_json:
+        click.echo(record.model_dump_json(indent=2, exclude={"outcome"}))
+        return
+    submitted = record.submitted_at.strftime("%Y-%m-%d %H:%M:%S")
+    updated = record.updated_at.strftime("%H:%M:%S")
+    text = (
+        f"{record.workflow_id}: [bold]{record.state.value}[/bold] - {record.detail}\n"
+        f"  Job {record.namespace}/{record.job_name}, submitted {submitted}Z, updated {updated}Z"
+    )
+    if record.cancel_requested:
+        text += "\n  cancel requested"
+    stdout.print(
+        text,
+        highlight=False,
+    )
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def outcome(workflow_id: str, as_json: bool) -> None:
+    """Show how a workflow ended (exit 2 while it still runs)."""
+    result = Jobferry(load_settings()).outcome(workflow_id)
+    if result is None:
+        stderr.print(f"{workflow_id} has not finished yet; see `jobferry status {workflow_id}`")
+        sys.exit(2)
+    _print_outcome(result, as_json)
+
+
+@main.command()
+@click.argument("workflow_id")
+@friendly_errors
+def cancel(workflow_id: str) -> None:
+    """Cancel a workflow: its Job and pods are deleted, its outcome is `cancelled`."""
+    record = Jobferry(load_settings()).cancel(workflow_id)
+    if record.outcome is not None:
+        stdout.print(f"{workflow_id} already finished: {record.outcome.state.value}")
+    else:
+        stdout.print(f"cancelling {workflow_id} (Job {record.namespace}/{record.job_name})")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("-Q", "--queues", help="Queues to consume; default: launch and status queues.")
+@click.option("-c", "--concurrency", type=int, default=4, show_default=True)
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@friendly_errors
+def worker(queues: str | None, concurrency: int, loglevel: str, celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker (extra arguments go to `celery worker`)."""
+    from workers.checks import preflight
+
+    settings = load_settings()
+    preflight(settings)
+    from workers.app import app
+
+    queues = queues or f"{settings.launch_queue},{settings.status_queue}"
+    app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E",
+                     *celery_args])
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the state directory for a look afterwards.")
+@friendly_errors
+def demo(keep: bool) -> None:
+    """Run three workflows on an embedded Redis and the local backend, and show the outcomes."""
+    from workers.demo import run_demo
+
+    sys.exit(run_demo(stdout, keep=keep))
+
+
+def _emit(payload: dict[str, Any], as_json: bool, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        stdout.print(text, highlight=False)
+
+
+def _print_outcome(result: WorkflowOutcome, as_json: bool) -> None:
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    colour = "green" if result.ok else "red"
+    duration = result.duration_seconds
+    lines = [
+        f"{result.workflow_id}: [{colour}]{result.state.value}[/{colour}] ({result.reason})",
+        f"  {result.message}",
+        f"  Job {result.namespace}/{result.job_name}, attempts {result.attempts}, exit code "
+        f"{result.exit_code if result.exit_code is not None else '-'}"
+        + (f", ran {duration:.1f} s" if duration is not None else ""),
+    ]
+    if result.log_tail:
+        lines.append("  log tail:")
+        lines += [f"    {line}" for line in result.log_tail.rstrip().splitlines()[-20:]]
+    stdout.print("\n".join(lines), highlight=False, markup=True)

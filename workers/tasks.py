@@ -1,0 +1,255 @@
+"""The three tasks: launch a workflow's Job, check on it until it ends, cancel it.
+
+Each task takes only the workflow id; the request lives in the workflow record, so messages
+stay small and no env value is shown in Flower. Every decision is made from the record and
+the backend's answer, so a task delivered twice does no harm: the Job name is deterministic
+(the second create adopts), and the first outcome stored wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Task
+
+from scheduler.celeryconfig import CANCEL_TASK, CHECK_TASK, LAUNCH_TASK
+from scheduler.models import OutcomeState, WorkflowRequest, WorkflowState, WorkflowStatus
+from workers import outcomes
+from workers.app import WorkerContext, app, context
+from workers.backends.base import (
+    JobPhase,
+    JobRef,
+    JobStatus,
+    PermanentError,
+    TemporaryError,
+)
+
+log = logging.getLogger("jobferry")
+
+
+def backoff(attempt: int, base: float, cap: float, hint: float | None = None) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After hint is a floor."""
+    delay = random.uniform(0, min(cap, base * 2**attempt))
+    return max(delay, hint or 0.0)
+
+
+@app.task(bind=True, name=LAUNCH_TASK, max_retries=None)
+def launch(self: Task[Any, Any], workflow_id: str) -> str:
+    """Create the workflow's Job (or adopt it), then hand over to the status check."""
+    ctx = context()
+    record = ctx.records.get(workflow_id)
+    if record is None or record.outcome is not None:
+        return workflow_id
+    request = ctx.records.get_request(workflow_id)
+    assert request is not None
+    if record.cancel_requested:
+        _finish(ctx, record, request, OutcomeState.CANCELLED, "Cancelled",
+                "cancelled before a Job was created")
+        return workflow_id
+    if _deadline_passed(ctx, workflow_id):
+        _finish(ctx, record, request, OutcomeState.DEADLINE_EXCEEDED, "DeadlineExceeded",
+                f"the workflow passed its deadline ({request.deadline_seconds} s) before a "
+                "worker could launch it; add launch workers or raise deadline_seconds")
+        return workflow_id
+    _transition(ctx, record, WorkflowState.LAUNCHING, f"creating Job {record.job_name}")
+    try:
+        ref = ctx.backend.create(request, record.job_name)
+    # Retrying cannot fix RBAC, a missing namespace or an invalid manifest: end it now.
+    except PermanentError as exc:
+        ctx.records.finish(outcomes.rejected(record, exc, request.secret_values()))
+        log.warning("workflow %s rejected: %s", workflow_id, exc.reason)
+        return workflow_id
+    # The API server is busy or unreachable: back off, within the retry limit.
+    except TemporaryError as exc:
+        settings = ctx.settings
+        if self.request.retries >= settings.api_retry_limit:
+            _finish(ctx, record, request, OutcomeState.FAILED, exc.reason,
+                    f"gave up creating the Job after {settings.api_retry_limit} retries: "
+                    f"{exc.message}")
+            return workflow_id
+        delay = backoff(self.request.retries, settings.api_retry_base_seconds,
+                        settings.api_retry_max_seconds, exc.retry_after)
+        log.info("workflow %s: create Job %s failed (%s), retry in %.1f s",
+                 workflow_id, record.job_name, exc.reason, delay)
+        raise self.retry(countdown=delay) from exc
+    verb = "adopted" if ref.adopted else "created"
+    if not _transition(ctx, record, WorkflowState.RUNNING, f"Job {verb}, waiting for its pod"):
+        # Cancelled while we were creating it: do not leave the Job behind.
+        ctx.backend.delete(ref)
+    return workflow_id
+
+
+@app.task(bind=True, name=CHECK_TASK, max_retries=None)
+def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
+    """Look at the Job once; end the workflow, or come back after a growing countdown."""
+    ctx = context()
+    record = ctx.records.get(workflow_id)
+    if record is None:
+        return None
+    if record.outcome is not None:
+        return record.outcome.model_dump(mode="json")
+    request = ctx.records.get_request(workflow_id)
+    assert request is not None
+    ref = JobRef(record.job_name, record.namespace)
+    if record.cancel_requested:
+        return _stop(ctx, record, request, ref, OutcomeState.CANCELLED, "Cancelled",
+                     "cancelled by request; the Job and its pods were deleted")
+    if record.state in (WorkflowState.QUEUED, WorkflowState.LAUNCHING):
+        # The launch is being retried; its countdown decides, ours only waits.
+        raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id))
+    try:
+        status = ctx.backend.get(ref)
+    # A slow or restarting API server must not end a workflow: look again later.
+    except TemporaryError as exc:
+        log.info("workflow %s: status of Job %s unavailable (%s)", workflow_id, ref.name,
+                 exc.reason)
+        raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id)) from exc
+    except PermanentError as exc:
+        return _stop(ctx, record, request, ref, OutcomeState.REJECTED, exc.reason, exc.message)
+    return _judge(self, ctx, record, request, ref, status)
+
+
+def _judge(
+    task: Task[Any, Any],
+    ctx: WorkerContext,
+    record: WorkflowStatus,
+    request: WorkflowRequest,
+    ref: JobRef,
+    status: JobStatus,
+) -> dict[str, Any] | None:
+    if status.phase is JobPhase.MISSING:
+        return _finish(ctx, record, request, OutcomeState.FAILED, "JobDeleted",
+                       f"Job {ref.name} was deleted by someone else before it finished; "
+                       "resubmit under a new workflow id", status)
+    if status.phase.terminal:
+        state = OutcomeState.SUCCEEDED if status.phase is JobPhase.SUCCEEDED else OutcomeState.FAILED
+        reason = "Completed" if state is OutcomeState.SUCCEEDED else status.reason
+        return _finish(ctx, record, request, state, reason, outcomes.advice(status, request),
+                       status, _logs(ctx, ref, status))
+    if status.stuck and _waited(status) >= ctx.settings.startup_grace_seconds:
+        return _stop(ctx, record, request, ref, OutcomeState.FAILED, status.reason,
+                     outcomes.advice(status, request), status)
+    if _deadline_passed(ctx, record.workflow_id):
+        return _stop(ctx, record, request, ref, OutcomeState.DEADLINE_EXCEEDED,
+                     "DeadlineExceeded",
+                     f"the workflow passed its deadline ({request.deadline_seconds} s); the Job "
+                     "and its pods were deleted. Raise deadline_seconds or make the work faster",
+                     status)
+    detail = _detail(status)
+    if detail != record.detail:
+        _transition(ctx, record, WorkflowState.RUNNING, detail)
+    raise task.retry(countdown=_interval(ctx, task.request.retries, record.workflow_id, status))
+
+
+@app.task(bind=True, name=CANCEL_TASK, max_retries=None)
+def cancel(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
+    """Delete the Job now and store the `cancelled` outcome (the status check then returns it)."""
+    ctx = context()
+    record = ctx.records.get(workflow_id)
+    if record is None or record.outcome is not None:
+        return None if record is None else record.outcome.model_dump(mode="json")  # type: ignore[union-attr]
+    request = ctx.records.get_request(workflow_id)
+    assert request is not None
+    ref = JobRef(record.job_name, record.namespace)
+    try:
+        return _stop(ctx, record, request, ref, OutcomeState.CANCELLED, "Cancelled",
+                     "cancelled by request; the Job and its pods were deleted")
+    # The API server is unavailable: the delete must still happen, so try again.
+    except TemporaryError as exc:
+        raise self.retry(countdown=backoff(self.request.retries, 1.0, 30.0)) from exc
+
+
+def _stop(
+    ctx: WorkerContext,
+    record: WorkflowStatus,
+    request: WorkflowRequest,
+    ref: JobRef,
+    state: OutcomeState,
+    reason: str,
+    message: str,
+    status: JobStatus | None = None,
+) -> dict[str, Any]:
+    """Capture the evidence, delete the Job (pods included), and store the outcome."""
+    if status is None:
+        try:
+            status = ctx.backend.get(ref)
+        # Evidence is best effort; the delete below is what matters.
+        except (TemporaryError, PermanentError):
+            status = None
+    log_tail = _logs(ctx, ref, status) if status is not None else ""
+    if status is None or status.phase is not JobPhase.MISSING:
+        ctx.backend.delete(ref)
+    return _finish(ctx, record, request, state, reason, message, status, log_tail)
+
+
+def _finish(
+    ctx: WorkerContext,
+    record: WorkflowStatus,
+    request: WorkflowRequest,
+    state: OutcomeState,
+    reason: str,
+    message: str,
+    status: JobStatus | None = None,
+    log_tail: str = "",
+) -> dict[str, Any]:
+    outcome = outcomes.build(record, state, reason, message, status, log_tail,
+                             request.secret_values())
+    stored = ctx.records.finish(outcome)
+    log.info("workflow %s finished: %s (%s), Job %s", record.workflow_id, stored.state.value,
+             stored.reason, record.job_name)
+    return stored.model_dump(mode="json")
+
+
+def _transition(ctx: WorkerContext, record: WorkflowStatus, state: WorkflowState, detail: str) -> bool:
+    changed = ctx.records.set_state(record.workflow_id, state, detail)
+    if changed:
+        log.info("workflow %s: %s (%s), Job %s", record.workflow_id, state.value, detail,
+                 record.job_name)
+    return changed
+
+
+def _logs(ctx: WorkerContext, ref: JobRef, status: JobStatus) -> str:
+    settings = ctx.settings
+    try:
+        return ctx.backend.logs(ref, status, settings.log_tail_lines, settings.log_tail_bytes)
+    # The log is evidence; an outcome without it is better than none.
+    except (TemporaryError, PermanentError) as exc:
+        return f"[log unavailable: {exc.reason}]"
+
+
+def _deadline_passed(ctx: WorkerContext, workflow_id: str) -> bool:
+    deadline = ctx.records.deadline(workflow_id)
+    return deadline is not None and datetime.now(UTC) >= deadline
+
+
+def _waited(status: JobStatus) -> float:
+    if status.waiting_since is None:
+        return float("inf") if status.waiting_reason == "InvalidImageName" else 0.0
+    return (datetime.now(UTC) - status.waiting_since).total_seconds()
+
+
+def _interval(
+    ctx: WorkerContext, checks: int, workflow_id: str, status: JobStatus | None = None
+) -> float:
+    """Short at first, growing 1.5x to the cap; never past the deadline or the start-up grace."""
+    settings = ctx.settings
+    interval = min(settings.status_interval_max_seconds,
+                   settings.status_interval_seconds * 1.5 ** min(checks, 40))
+    deadline = ctx.records.deadline(workflow_id)
+    if deadline is not None:
+        interval = min(interval, max(0.5, (deadline - datetime.now(UTC)).total_seconds() + 0.1))
+    if status is not None and status.stuck:
+        remaining = settings.startup_grace_seconds - _waited(status)
+        interval = min(interval, max(0.5, remaining + 0.1))
+    return interval
+
+
+def _detail(status: JobStatus) -> str:
+    if status.waiting_reason:
+        return f"pod waiting: {status.waiting_reason}"
+    if status.phase is JobPhase.RUNNING:
+        return f"running (attempt {max(status.attempts, 1)})"
+    return "Job created, waiting for its pod"
