@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 import redis
 from celery import Celery
@@ -31,6 +31,8 @@ from scheduler.errors import (
 from scheduler.models import WorkflowOutcome, WorkflowRequest, WorkflowStatus
 from scheduler.records import RecordStore
 from scheduler.settings import Settings, load_settings, redact_url
+
+T = TypeVar("T")
 
 
 class Jobferry:
@@ -152,7 +154,7 @@ class Jobferry:
         check = self.celery.signature(CHECK_TASK, task_id=outcome_task_id(workflow_id))
         (launch | check).apply_async(retry=False)
 
-    def _redis_call(self, call: Callable[[], Any]) -> Any:
+    def _redis_call(self, call: Callable[[], T]) -> T:
         try:
             return call()
         # Connection and timeout errors mean Redis is down or misconfigured, not a bad request.

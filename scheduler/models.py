@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Literal
 
@@ -144,7 +145,7 @@ class WorkflowRequest(BaseModel):
     )
     deadline_seconds: Seconds = Field(
         default=24 * 3600,
-        description="The whole workflow's limit from submission; the Job is deleted when it passes.",
+        description="The whole workflow's limit from submission; past it the Job is deleted.",
     )
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -190,7 +191,9 @@ class WorkflowRequest(BaseModel):
     @field_validator("service_account")
     @classmethod
     def _service_account(cls, value: str | None) -> str | None:
-        return None if value is None else validation.check_dns1123_subdomain(value, "service account")
+        return (
+            None if value is None else validation.check_dns1123_subdomain(value, "service account")
+        )
 
     @field_validator("image_pull_secrets")
     @classmethod
@@ -229,9 +232,7 @@ class WorkflowRequest(BaseModel):
                     )
         reserved = sorted(set(self.labels) & set(RESERVED_LABELS))
         if reserved:
-            raise ValueError(
-                f"labels {reserved} are set by jobferry itself; choose other keys"
-            )
+            raise ValueError(f"labels {reserved} are set by jobferry itself; choose other keys")
         names = [var.name for var in self.env]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -247,7 +248,7 @@ class WorkflowRequest(BaseModel):
         return [var.value for var in self.env if var.value and len(var.value) >= 4]
 
 
-def _quantity(text: str | None, what: str) -> object | None:
+def _quantity(text: str | None, what: str) -> Decimal | None:
     return None if text is None else validation.parse_quantity(text, what)
 
 

@@ -9,7 +9,6 @@ or a cancel finishes it first wins, atomically (a Lua script), and the other rea
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -92,7 +91,7 @@ class RecordStore:
             "detail": "waiting for a launch worker",
         }
         ttl = request.deadline_seconds + self._outcome_ttl
-        args = [ttl, deadline, *_flatten(fields)]
+        args: list[str | int | float] = [ttl, deadline, *_flatten(fields)]
         existing = self._create(keys=[self.key(request.workflow_id), INFLIGHT_KEY], args=args)
         return _text(existing) or None
 
@@ -124,17 +123,22 @@ class RecordStore:
     def set_state(self, workflow_id: str, state: WorkflowState, detail: str) -> bool:
         """Move an unfinished workflow to `state`; False when it has finished meanwhile."""
         fields = {"state": state.value, "detail": detail, "updated_at": utcnow().isoformat()}
-        return self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1
+        return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
 
     def request_cancel(self, workflow_id: str) -> bool:
         """Flag an unfinished workflow for cancellation; False when it has finished."""
         fields = {"cancel_requested": "1", "updated_at": utcnow().isoformat()}
-        return self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1
+        return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
 
     def finish(self, outcome: WorkflowOutcome) -> WorkflowOutcome:
         """Store the outcome unless one is stored already; return the one that is stored."""
         detail = f"{outcome.state.value}: {outcome.reason}"
-        args = [outcome.model_dump_json(), utcnow().isoformat(), self._outcome_ttl, detail]
+        args: list[str | int] = [
+            outcome.model_dump_json(),
+            utcnow().isoformat(),
+            self._outcome_ttl,
+            detail,
+        ]
         stored = self._finish(keys=[self.key(outcome.workflow_id), INFLIGHT_KEY], args=args)
         if stored is None:
             # The record expired or never existed: keep the outcome anyway, for the caller.
@@ -159,5 +163,3 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-

@@ -7,6 +7,9 @@ and the README's configuration table is checked against this class by a test.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -121,12 +124,27 @@ class Settings(BaseSettings):
         return self.result_backend_url or self.redis_url
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into a `RequestError`.
 
     Raises:
-        RequestError: naming each bad `JOBFERRY_*` variable and what it must be.
+        RequestError: naming each bad or unknown `JOBFERRY_*` variable and what it must be.
     """
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known)
+    if unknown:
+        # A misspelt variable silently ignored is a setting the operator thinks is in force.
+        hints = [
+            f"  {name}: not a jobferry setting"
+            + (
+                f"; did you mean {close[0]}?"
+                if (close := get_close_matches(name, known, 1))
+                else ""
+            )
+            for name in unknown
+        ]
+        raise RequestError("\n".join(["invalid jobferry settings:", *hints]))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

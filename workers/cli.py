@@ -83,19 +83,35 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.option("--id", "workflow_id", help="Workflow id (1-63 of [A-Za-z0-9-_.]).")
 @click.option("--image", help="Container image, e.g. ghcr.io/acme/report:1.4.2.")
-@click.option("-f", "--file", "request_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), help="A JSON workflow request instead of the options.")
+@click.option(
+    "-f",
+    "--file",
+    "request_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A JSON workflow request instead of the options.",
+)
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--cpu-request")
 @click.option("--cpu-limit")
 @click.option("--memory-request")
 @click.option("--memory-limit")
 @click.option("--backoff-limit", type=int, default=3, show_default=True)
-@click.option("--ttl", "ttl_seconds", type=int, default=3600, show_default=True,
-              help="Seconds a finished Job is kept.")
+@click.option(
+    "--ttl",
+    "ttl_seconds",
+    type=int,
+    default=3600,
+    show_default=True,
+    help="Seconds a finished Job is kept.",
+)
 @click.option("--active-deadline", type=int, help="Kubernetes' limit on the Job, seconds.")
-@click.option("--deadline", type=int, default=24 * 3600, show_default=True,
-              help="The whole workflow's limit from submission, seconds.")
+@click.option(
+    "--deadline",
+    type=int,
+    default=24 * 3600,
+    show_default=True,
+    help="The whole workflow's limit from submission, seconds.",
+)
 @click.option("--env", multiple=True, metavar="NAME=VALUE")
 @click.option("--env-secret", multiple=True, metavar="NAME=SECRET:KEY")
 @click.option("--label", multiple=True, metavar="KEY=VALUE")
@@ -147,7 +163,9 @@ def _request(options: dict[str, Any]) -> WorkflowRequest:
     )
 
 
-def _wait(client: Jobferry, workflow_id: str, timeout: float | None, quiet: bool) -> WorkflowOutcome:
+def _wait(
+    client: Jobferry, workflow_id: str, timeout: float | None, quiet: bool
+) -> WorkflowOutcome:
     if quiet or not stderr.is_terminal:
         return client.wait(workflow_id, timeout=timeout)
     with stderr.status(f"{workflow_id}: queued") as line:
@@ -213,7 +231,9 @@ def cancel(workflow_id: str) -> None:
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @friendly_errors
-def worker(queues: str | None, concurrency: int, loglevel: str, celery_args: tuple[str, ...]) -> None:
+def worker(
+    queues: str | None, concurrency: int, loglevel: str, celery_args: tuple[str, ...]
+) -> None:
     """Run a Celery worker (extra arguments go to `celery worker`)."""
     from workers.checks import preflight
 
@@ -222,8 +242,9 @@ def worker(queues: str | None, concurrency: int, loglevel: str, celery_args: tup
     from workers.app import app
 
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"
-    app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E",
-                     *celery_args])
+    app.worker_main(
+        ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E", *celery_args]
+    )
 
 
 @main.command()

@@ -36,8 +36,11 @@ DEMO_WORKFLOWS = [
         WorkflowRequest(
             workflow_id="demo-broken-input",
             image="local",
-            command=["sh", "-c", "echo 'reading input.csv'; echo 'input.csv: no such file' >&2; "
-                     "exit 3"],
+            command=[
+                "sh",
+                "-c",
+                "echo 'reading input.csv'; echo 'input.csv: no such file' >&2; exit 3",
+            ],
             backoff_limit=2,
         ),
         OutcomeState.FAILED,
@@ -66,12 +69,20 @@ def run_demo(console: Console, keep: bool = False) -> int:
             "JOBFERRY_STATUS_INTERVAL_SECONDS": "0.5",
             "JOBFERRY_STATUS_INTERVAL_MAX_SECONDS": "2",
         }
-        settings = Settings(redis_url=url, backend="local", local_state_dir=state_dir,
-                            status_interval_seconds=0.5, status_interval_max_seconds=2)
-        worker_log = open(state_dir / "worker.log", "wb")  # noqa: SIM115 - closed below
+        settings = Settings(
+            redis_url=url,
+            backend="local",
+            local_state_dir=state_dir,
+            status_interval_seconds=0.5,
+            status_interval_max_seconds=2,
+        )
+        worker_log = open(state_dir / "worker.log", "wb")
         worker = subprocess.Popen(
             [sys.executable, "-m", "workers", "worker", "-c", "3", "-l", "WARNING"],
-            env=env, stdin=subprocess.DEVNULL, stdout=worker_log, stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
         )
         client = Jobferry(settings)
         try:

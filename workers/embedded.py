@@ -32,9 +32,23 @@ def embedded_redis() -> Iterator[tuple[str, str]]:
     if server is not None:
         with tempfile.TemporaryDirectory(prefix="jobferry-redis-") as workdir:
             process = subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", workdir, "--maxmemory-policy", "noeviction"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    workdir,
+                    "--maxmemory-policy",
+                    "noeviction",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             try:
                 url = f"redis://127.0.0.1:{port}/0"

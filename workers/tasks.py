@@ -46,13 +46,25 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
     request = ctx.records.get_request(workflow_id)
     assert request is not None
     if record.cancel_requested:
-        _finish(ctx, record, request, OutcomeState.CANCELLED, "Cancelled",
-                "cancelled before a Job was created")
+        _finish(
+            ctx,
+            record,
+            request,
+            OutcomeState.CANCELLED,
+            "Cancelled",
+            "cancelled before a Job was created",
+        )
         return workflow_id
     if _deadline_passed(ctx, workflow_id):
-        _finish(ctx, record, request, OutcomeState.DEADLINE_EXCEEDED, "DeadlineExceeded",
-                f"the workflow passed its deadline ({request.deadline_seconds} s) before a "
-                "worker could launch it; add launch workers or raise deadline_seconds")
+        _finish(
+            ctx,
+            record,
+            request,
+            OutcomeState.DEADLINE_EXCEEDED,
+            "DeadlineExceeded",
+            f"the workflow passed its deadline ({request.deadline_seconds} s) before a "
+            "worker could launch it; add launch workers or raise deadline_seconds",
+        )
         return workflow_id
     _transition(ctx, record, WorkflowState.LAUNCHING, f"creating Job {record.job_name}")
     try:
@@ -66,14 +78,28 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
     except TemporaryError as exc:
         settings = ctx.settings
         if self.request.retries >= settings.api_retry_limit:
-            _finish(ctx, record, request, OutcomeState.FAILED, exc.reason,
-                    f"gave up creating the Job after {settings.api_retry_limit} retries: "
-                    f"{exc.message}")
+            _finish(
+                ctx,
+                record,
+                request,
+                OutcomeState.FAILED,
+                exc.reason,
+                f"gave up creating the Job after {settings.api_retry_limit} retries: {exc.message}",
+            )
             return workflow_id
-        delay = backoff(self.request.retries, settings.api_retry_base_seconds,
-                        settings.api_retry_max_seconds, exc.retry_after)
-        log.info("workflow %s: create Job %s failed (%s), retry in %.1f s",
-                 workflow_id, record.job_name, exc.reason, delay)
+        delay = backoff(
+            self.request.retries,
+            settings.api_retry_base_seconds,
+            settings.api_retry_max_seconds,
+            exc.retry_after,
+        )
+        log.info(
+            "workflow %s: create Job %s failed (%s), retry in %.1f s",
+            workflow_id,
+            record.job_name,
+            exc.reason,
+            delay,
+        )
         raise self.retry(countdown=delay) from exc
     verb = "adopted" if ref.adopted else "created"
     if not _transition(ctx, record, WorkflowState.RUNNING, f"Job {verb}, waiting for its pod"):
@@ -95,8 +121,15 @@ def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
     assert request is not None
     ref = JobRef(record.job_name, record.namespace)
     if record.cancel_requested:
-        return _stop(ctx, record, request, ref, OutcomeState.CANCELLED, "Cancelled",
-                     "cancelled by request; the Job and its pods were deleted")
+        return _stop(
+            ctx,
+            record,
+            request,
+            ref,
+            OutcomeState.CANCELLED,
+            "Cancelled",
+            "cancelled by request; the Job and its pods were deleted",
+        )
     if record.state in (WorkflowState.QUEUED, WorkflowState.LAUNCHING):
         # The launch is being retried; its countdown decides, ours only waits.
         raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id))
@@ -104,8 +137,9 @@ def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
         status = ctx.backend.get(ref)
     # A slow or restarting API server must not end a workflow: look again later.
     except TemporaryError as exc:
-        log.info("workflow %s: status of Job %s unavailable (%s)", workflow_id, ref.name,
-                 exc.reason)
+        log.info(
+            "workflow %s: status of Job %s unavailable (%s)", workflow_id, ref.name, exc.reason
+        )
         raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id)) from exc
     except PermanentError as exc:
         return _stop(ctx, record, request, ref, OutcomeState.REJECTED, exc.reason, exc.message)
@@ -121,23 +155,54 @@ def _judge(
     status: JobStatus,
 ) -> dict[str, Any] | None:
     if status.phase is JobPhase.MISSING:
-        return _finish(ctx, record, request, OutcomeState.FAILED, "JobDeleted",
-                       f"Job {ref.name} was deleted by someone else before it finished; "
-                       "resubmit under a new workflow id", status)
+        return _finish(
+            ctx,
+            record,
+            request,
+            OutcomeState.FAILED,
+            "JobDeleted",
+            f"Job {ref.name} was deleted by someone else before it finished; "
+            "resubmit under a new workflow id",
+            status,
+        )
     if status.phase.terminal:
-        state = OutcomeState.SUCCEEDED if status.phase is JobPhase.SUCCEEDED else OutcomeState.FAILED
+        state = (
+            OutcomeState.SUCCEEDED if status.phase is JobPhase.SUCCEEDED else OutcomeState.FAILED
+        )
         reason = "Completed" if state is OutcomeState.SUCCEEDED else status.reason
-        return _finish(ctx, record, request, state, reason, outcomes.advice(status, request),
-                       status, _logs(ctx, ref, status))
+        return _finish(
+            ctx,
+            record,
+            request,
+            state,
+            reason,
+            outcomes.advice(status, request),
+            status,
+            _logs(ctx, ref, status),
+        )
     if status.stuck and _waited(status) >= ctx.settings.startup_grace_seconds:
-        return _stop(ctx, record, request, ref, OutcomeState.FAILED, status.reason,
-                     outcomes.advice(status, request), status)
+        return _stop(
+            ctx,
+            record,
+            request,
+            ref,
+            OutcomeState.FAILED,
+            status.reason,
+            outcomes.advice(status, request),
+            status,
+        )
     if _deadline_passed(ctx, record.workflow_id):
-        return _stop(ctx, record, request, ref, OutcomeState.DEADLINE_EXCEEDED,
-                     "DeadlineExceeded",
-                     f"the workflow passed its deadline ({request.deadline_seconds} s); the Job "
-                     "and its pods were deleted. Raise deadline_seconds or make the work faster",
-                     status)
+        return _stop(
+            ctx,
+            record,
+            request,
+            ref,
+            OutcomeState.DEADLINE_EXCEEDED,
+            "DeadlineExceeded",
+            f"the workflow passed its deadline ({request.deadline_seconds} s); the Job "
+            "and its pods were deleted. Raise deadline_seconds or make the work faster",
+            status,
+        )
     detail = _detail(status)
     if detail != record.detail:
         _transition(ctx, record, WorkflowState.RUNNING, detail)
@@ -155,8 +220,15 @@ def cancel(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
     assert request is not None
     ref = JobRef(record.job_name, record.namespace)
     try:
-        return _stop(ctx, record, request, ref, OutcomeState.CANCELLED, "Cancelled",
-                     "cancelled by request; the Job and its pods were deleted")
+        return _stop(
+            ctx,
+            record,
+            request,
+            ref,
+            OutcomeState.CANCELLED,
+            "Cancelled",
+            "cancelled by request; the Job and its pods were deleted",
+        )
     # The API server is unavailable: the delete must still happen, so try again.
     except TemporaryError as exc:
         raise self.retry(countdown=backoff(self.request.retries, 1.0, 30.0)) from exc
@@ -195,19 +267,28 @@ def _finish(
     status: JobStatus | None = None,
     log_tail: str = "",
 ) -> dict[str, Any]:
-    outcome = outcomes.build(record, state, reason, message, status, log_tail,
-                             request.secret_values())
+    outcome = outcomes.build(
+        record, state, reason, message, status, log_tail, request.secret_values()
+    )
     stored = ctx.records.finish(outcome)
-    log.info("workflow %s finished: %s (%s), Job %s", record.workflow_id, stored.state.value,
-             stored.reason, record.job_name)
+    log.info(
+        "workflow %s finished: %s (%s), Job %s",
+        record.workflow_id,
+        stored.state.value,
+        stored.reason,
+        record.job_name,
+    )
     return stored.model_dump(mode="json")
 
 
-def _transition(ctx: WorkerContext, record: WorkflowStatus, state: WorkflowState, detail: str) -> bool:
+def _transition(
+    ctx: WorkerContext, record: WorkflowStatus, state: WorkflowState, detail: str
+) -> bool:
     changed = ctx.records.set_state(record.workflow_id, state, detail)
     if changed:
-        log.info("workflow %s: %s (%s), Job %s", record.workflow_id, state.value, detail,
-                 record.job_name)
+        log.info(
+            "workflow %s: %s (%s), Job %s", record.workflow_id, state.value, detail, record.job_name
+        )
     return changed
 
 
@@ -236,8 +317,10 @@ def _interval(
 ) -> float:
     """Short at first, growing 1.5x to the cap; never past the deadline or the start-up grace."""
     settings = ctx.settings
-    interval = min(settings.status_interval_max_seconds,
-                   settings.status_interval_seconds * 1.5 ** min(checks, 40))
+    interval = min(
+        settings.status_interval_max_seconds,
+        settings.status_interval_seconds * 1.5 ** min(checks, 40),
+    )
     deadline = ctx.records.deadline(workflow_id)
     if deadline is not None:
         interval = min(interval, max(0.5, (deadline - datetime.now(UTC)).total_seconds() + 0.1))

@@ -25,8 +25,14 @@ from scheduler.models import WorkflowRequest
 # Pod waiting reasons that never resolve by themselves: the workflow ends after a grace period
 # instead of waiting for its deadline (Kubernetes does not count them against backoffLimit).
 UNRECOVERABLE_WAITING = frozenset(
-    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
-     "CreateContainerError", "ErrImageNeverPull"}
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImageNeverPull",
+    }
 )
 
 

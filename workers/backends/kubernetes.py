@@ -108,9 +108,14 @@ class KubernetesBackend(JobBackend):
         body = manifest.build_job(request, job_name, self._settings.app_label, extra_env)
         namespace = request.namespace
         try:
-            created = self._call("create", "jobs", namespace, lambda: self._batch.create_namespaced_job(
-                namespace, body, _preload_content=False, _request_timeout=self._timeout
-            ))
+            created = self._call(
+                "create",
+                "jobs",
+                namespace,
+                lambda: self._batch.create_namespaced_job(
+                    namespace, body, _preload_content=False, _request_timeout=self._timeout
+                ),
+            )
         except Conflict:
             return self._adopt(request, job_name)
         except NotFound as exc:
@@ -119,8 +124,9 @@ class KubernetesBackend(JobBackend):
                 "submit to an existing namespace",
                 reason="NamespaceNotFound",
             ) from exc
-        return JobRef(job_name, namespace, classify.parse_time(
-            created["metadata"].get("creationTimestamp")))
+        return JobRef(
+            job_name, namespace, classify.parse_time(created["metadata"].get("creationTimestamp"))
+        )
 
     def _adopt(self, request: WorkflowRequest, job_name: str) -> JobRef:
         """A Job of our name exists: adopt it if it is this workflow's, refuse otherwise."""
@@ -140,10 +146,15 @@ class KubernetesBackend(JobBackend):
                 "touch it. Delete or rename that Job, or submit under another workflow id",
                 reason="NameConflict",
             )
-        log.info("adopted existing Job %s/%s for workflow %s", namespace, job_name,
-                 request.workflow_id)
-        return JobRef(job_name, namespace,
-                      classify.parse_time(existing["metadata"].get("creationTimestamp")), True)
+        log.info(
+            "adopted existing Job %s/%s for workflow %s", namespace, job_name, request.workflow_id
+        )
+        return JobRef(
+            job_name,
+            namespace,
+            classify.parse_time(existing["metadata"].get("creationTimestamp")),
+            True,
+        )
 
     def get(self, ref: JobRef) -> JobStatus:
         job = self._read_job(ref.name, ref.namespace)
@@ -164,10 +175,18 @@ class KubernetesBackend(JobBackend):
     def delete(self, ref: JobRef) -> None:
         policy = self._settings.delete_propagation
         try:
-            self._call("delete", "jobs", ref.namespace, lambda: self._batch.delete_namespaced_job(
-                ref.name, ref.namespace, propagation_policy=policy,
-                _preload_content=False, _request_timeout=self._timeout,
-            ))
+            self._call(
+                "delete",
+                "jobs",
+                ref.namespace,
+                lambda: self._batch.delete_namespaced_job(
+                    ref.name,
+                    ref.namespace,
+                    propagation_policy=policy,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                ),
+            )
         # Already gone is what we wanted.
         except NotFound:
             return
@@ -178,8 +197,12 @@ class KubernetesBackend(JobBackend):
         pod = status.pod_name
         try:
             response = self._core.read_namespaced_pod_log(
-                pod, ref.namespace, container=manifest.CONTAINER_NAME, tail_lines=tail_lines,
-                limit_bytes=limit_bytes or None, _preload_content=False,
+                pod,
+                ref.namespace,
+                container=manifest.CONTAINER_NAME,
+                tail_lines=tail_lines,
+                limit_bytes=limit_bytes or None,
+                _preload_content=False,
                 _request_timeout=self._timeout,
             )
         # Logs are evidence, not the verdict: a pod without logs must not fail the outcome.
@@ -190,18 +213,30 @@ class KubernetesBackend(JobBackend):
 
     def _read_job(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:
-            return self._call("get", "jobs", namespace, lambda: self._batch.read_namespaced_job(
-                name, namespace, _preload_content=False, _request_timeout=self._timeout
-            ))
+            return self._call(
+                "get",
+                "jobs",
+                namespace,
+                lambda: self._batch.read_namespaced_job(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout
+                ),
+            )
         # No such Job (any more): the caller decides what that means.
         except NotFound:
             return None
 
     def _list_pods(self, ref: JobRef) -> list[dict[str, Any]]:
-        pods = self._call("list", "pods", ref.namespace, lambda: self._core.list_namespaced_pod(
-            ref.namespace, label_selector=f"job-name={ref.name}",
-            _preload_content=False, _request_timeout=self._timeout,
-        ))
+        pods = self._call(
+            "list",
+            "pods",
+            ref.namespace,
+            lambda: self._core.list_namespaced_pod(
+                ref.namespace,
+                label_selector=f"job-name={ref.name}",
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+        )
         return list(pods.get("items") or [])
 
     def _call(self, verb: str, resource: str, namespace: str, call: Any) -> dict[str, Any]:
@@ -219,7 +254,9 @@ class KubernetesBackend(JobBackend):
         return data
 
 
-def translate_api_error(exc: ApiException, verb: str, resource: str, namespace: str) -> BackendError:
+def translate_api_error(
+    exc: ApiException, verb: str, resource: str, namespace: str
+) -> BackendError:
     """Map an API error to the `base` tree, keeping the API server's own message."""
     status = int(exc.status or 0)
     body = _status_body(exc)

@@ -108,7 +108,10 @@ class LocalBackend(JobBackend):
         with open(job_dir / "runner.err", "ab") as errors:
             subprocess.run(
                 [sys.executable, "-m", "workers.backends.local_runner", str(job_dir), "--detach"],
-                check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
                 cwd=Path(__file__).resolve().parents[2],
             )
 
@@ -120,7 +123,10 @@ class LocalBackend(JobBackend):
         created = parse_time(spec.get("created_at"))
         status = read_json(job_dir / "status.json")
         if status is None:
-            if created and (datetime.now(UTC) - created).total_seconds() > RUNNER_START_GRACE_SECONDS:
+            if (
+                created
+                and (datetime.now(UTC) - created).total_seconds() > RUNNER_START_GRACE_SECONDS
+            ):
                 self._spawn(job_dir)
             return JobStatus(phase=JobPhase.PENDING, created_at=created)
         phase = JobPhase(status["phase"])
@@ -174,7 +180,10 @@ class LocalBackend(JobBackend):
         for job_dir in namespace_dir.iterdir():
             spec = read_json(job_dir / "job.json") or {}
             status = read_json(job_dir / "status.json") or {}
-            ttl, finished = spec.get("ttl_seconds_after_finished"), parse_time(status.get("finished_at"))
+            ttl, finished = (
+                spec.get("ttl_seconds_after_finished"),
+                parse_time(status.get("finished_at")),
+            )
             if ttl is not None and finished and (now - finished).total_seconds() > ttl:
                 shutil.rmtree(job_dir, ignore_errors=True)
 

@@ -65,25 +65,26 @@ class Runner:
         started = self.status.get("started_at") or now_iso()
         self.save(started_at=started)
         deadline = self.job.get("active_deadline_seconds")
-        give_up = (
-            datetime.fromisoformat(started).timestamp() + deadline if deadline else None
-        )
+        give_up = datetime.fromisoformat(started).timestamp() + deadline if deadline else None
         limit = int(self.job.get("backoff_limit", 0))
         while int(self.status["attempts"]) <= limit:
             attempt = int(self.status["attempts"]) + 1
             exit_code = self.attempt(attempt, give_up)
             if exit_code is None:
-                self.finish("failed", "DeadlineExceeded",
-                            f"Job was active longer than specified deadline ({deadline} s)")
+                self.finish(
+                    "failed",
+                    "DeadlineExceeded",
+                    f"Job was active longer than specified deadline ({deadline} s)",
+                )
                 return
             if exit_code == 0:
                 self.finish("succeeded", "Completed", "the Job completed", exit_code=0)
                 return
             if attempt <= limit:
-                time.sleep(min(float(self.job.get("retry_delay_seconds", 1.0)) * 2 ** (attempt - 1),
-                               10.0))
-        self.finish("failed", "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit")
+                time.sleep(
+                    min(float(self.job.get("retry_delay_seconds", 1.0)) * 2 ** (attempt - 1), 10.0)
+                )
+        self.finish("failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
 
     def attempt(self, attempt: int, give_up: float | None) -> int | None:
         """Run one attempt; its exit code, or None when the active deadline passed."""
@@ -94,8 +95,13 @@ class Runner:
         with open(self.dir / log_name, "wb") as log:
             try:
                 self.child = subprocess.Popen(
-                    self.job["command"], stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, env=env, cwd=self.dir, start_new_session=True,
+                    self.job["command"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=self.dir,
+                    start_new_session=True,
                 )
             # A missing program is the container runtime's exit 127, not a supervisor crash.
             except OSError as exc:
@@ -137,7 +143,7 @@ def main(argv: list[str]) -> int:
         if os.fork() > 0:
             return 0
         os.setsid()
-    lock = open(job_dir / "lock", "w")  # noqa: SIM115 - held for the process's lifetime
+    lock = open(job_dir / "lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     # Another supervisor owns this Job (a redelivered launch): leave it to that one.

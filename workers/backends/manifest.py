@@ -40,7 +40,10 @@ def build_job(
         metadata["annotations"] = dict(request.annotations)
     spec: dict[str, Any] = {
         "backoffLimit": request.backoff_limit,
-        "template": {"metadata": _pod_metadata(request, labels), "spec": _pod_spec(request, extra_env)},
+        "template": {
+            "metadata": _pod_metadata(request, labels),
+            "spec": _pod_spec(request, extra_env),
+        },
     }
     if request.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = request.ttl_seconds_after_finished

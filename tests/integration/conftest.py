@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from scheduler import Jobferry, load_settings
+from tests.services import WorkerProcess
+
+FAST_CHECKS = {
+    "JOBFERRY_STATUS_INTERVAL_SECONDS": "0.3",
+    "JOBFERRY_STATUS_INTERVAL_MAX_SECONDS": "1",
+    "JOBFERRY_API_RETRY_BASE_SECONDS": "0.2",
+    "JOBFERRY_API_RETRY_MAX_SECONDS": "1",
+}
+
+
+@dataclass
+class Pipeline:
+    """Real worker processes on a real Redis, and a producer client: the whole pipeline."""
+
+    env: dict[str, str]
+    logs: Path
+    client: Jobferry
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def start_worker(self, concurrency: int = 2, **extra_env: str) -> WorkerProcess:
+        name = f"worker-{len(self.workers) + 1}.log"
+        worker = WorkerProcess({**self.env, **extra_env}, self.logs / name, concurrency)
+        self.workers.append(worker.start())
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.client.close()
+
+    def worker_logs(self) -> str:
+        return "\n".join(w.log() for w in self.workers)
+
+
+def make_pipeline(
+    redis_url: str, logs: Path, settings_env: dict[str, str]
+) -> Pipeline:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBFERRY_")}
+    env.pop("KUBECONFIG", None)
+    env.update({"JOBFERRY_REDIS_URL": redis_url, **FAST_CHECKS, **settings_env})
+    jobferry_env = {k: v for k, v in env.items() if k.startswith("JOBFERRY_")}
+    client = Jobferry(load_settings(environ=jobferry_env, **_overrides(jobferry_env)))
+    return Pipeline(env=env, logs=logs, client=client)
+
+
+def _overrides(env: dict[str, str]) -> dict[str, object]:
+    return {k.removeprefix("JOBFERRY_").lower(): v for k, v in env.items()}
+
+
+@pytest.fixture
+def local_pipeline(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Pipeline]:
+    pipeline = make_pipeline(
+        redis_url, tmp_path / "logs",
+        {"JOBFERRY_BACKEND": "local", "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs")},
+    )
+    pipeline.start_worker()
+    yield pipeline
+    pipeline.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(pipeline.worker_logs()[-20000:])

@@ -1,0 +1,71 @@
+"""Workflow records on a real redis-server: atomic create, state changes, one outcome wins."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+
+from scheduler.models import OutcomeState, WorkflowOutcome, WorkflowRequest, WorkflowState
+from scheduler.records import INFLIGHT_KEY, RecordStore
+
+REQUEST = WorkflowRequest(workflow_id="wf-1", image="busybox:1.36", command=["true"],
+                          deadline_seconds=600)
+
+
+def outcome(state: OutcomeState, reason: str) -> WorkflowOutcome:
+    return WorkflowOutcome(workflow_id="wf-1", state=state, reason=reason, message=reason)
+
+
+def test_create_is_once_and_returns_the_existing_digest(redis_client: redis.Redis) -> None:
+    store = RecordStore(redis_client, 3600, "jobferry")
+    assert store.create(REQUEST) is None
+    assert store.create(REQUEST) == REQUEST.digest()
+    status = store.get("wf-1")
+    assert status is not None
+    assert status.state is WorkflowState.QUEUED
+    assert status.job_name.startswith("jobferry-wf-1-")
+    assert store.get_request("wf-1") == REQUEST
+    assert store.inflight() == ["wf-1"]
+    ttl = redis_client.ttl(store.key("wf-1"))
+    assert 3600 < ttl <= 4200
+
+
+def test_first_outcome_wins_and_later_updates_are_refused(redis_client: redis.Redis) -> None:
+    store = RecordStore(redis_client, 7 * 24 * 3600, "jobferry")
+    store.create(REQUEST)
+    assert store.set_state("wf-1", WorkflowState.RUNNING, "running (attempt 1)")
+    first = store.finish(outcome(OutcomeState.CANCELLED, "Cancelled"))
+    second = store.finish(outcome(OutcomeState.SUCCEEDED, "Completed"))
+    assert first.state is second.state is OutcomeState.CANCELLED
+    assert not store.set_state("wf-1", WorkflowState.RUNNING, "late")
+    assert not store.request_cancel("wf-1")
+    status = store.get("wf-1")
+    assert status is not None and status.state is WorkflowState.FINISHED
+    assert redis_client.zcard(INFLIGHT_KEY) == 0
+    assert redis_client.ttl(store.key("wf-1")) > 6 * 24 * 3600
+
+
+def test_racing_finishers_store_exactly_one_outcome(redis_client: redis.Redis) -> None:
+    store = RecordStore(redis_client, 3600, "jobferry")
+    store.create(REQUEST)
+    winners: list[OutcomeState] = []
+    states = [OutcomeState.SUCCEEDED, OutcomeState.CANCELLED] * 10
+
+    def finish(state: OutcomeState) -> None:
+        winners.append(store.finish(outcome(state, state.value)).state)
+
+    threads = [threading.Thread(target=finish, args=(s,)) for s in states]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(winners)) == 1
+
+
+def test_missing_record(redis_client: redis.Redis) -> None:
+    store = RecordStore(redis_client, 3600, "jobferry")
+    assert store.get("nope") is None
+    assert not store.set_state("nope", WorkflowState.RUNNING, "x")
+    lost = outcome(OutcomeState.FAILED, "JobDeleted")
+    assert store.finish(lost) == lost
