@@ -26,7 +26,9 @@ ENV_PREFIX = "JOBFERRY_"
 class Settings(BaseSettings):
     """jobferry's configuration. Every field is `JOBFERRY_<FIELD NAME>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, use_attribute_docstrings=True
+    )
 
     redis_url: str = "redis://localhost:6379/0"
     """Redis for the broker, the workflow records and (unless set apart) the results."""
@@ -168,6 +170,16 @@ def describe_request_error(exc: ValidationError) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"  {field}: {message}")
     return "\n".join(lines)
+
+
+def reference_table() -> str:
+    """The README's configuration table, made from the fields' docstrings."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
 
 
 def redact_url(url: str) -> str:

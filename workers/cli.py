@@ -26,7 +26,13 @@ from scheduler import (
     WorkflowRequest,
     WorkflowStatus,
 )
-from scheduler.settings import describe_request_error, load_settings
+from scheduler.settings import (
+    ENV_PREFIX,
+    describe_request_error,
+    load_settings,
+    redact_url,
+    reference_table,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -245,6 +251,20 @@ def worker(
     app.worker_main(
         ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E", *celery_args]
     )
+
+
+@main.command()
+@click.option("--reference", is_flag=True, help="Print the reference table (markdown).")
+@friendly_errors
+def config(reference: bool) -> None:
+    """Show the settings in force (from JOBFERRY_* variables), passwords hidden."""
+    if reference:
+        click.echo(reference_table())
+        return
+    settings = load_settings()
+    for name, value in settings.model_dump().items():
+        shown = redact_url(value) if isinstance(value, str) and "://" in value else value
+        click.echo(f"{ENV_PREFIX}{name.upper()}={'' if shown is None else shown}")
 
 
 @main.command()
