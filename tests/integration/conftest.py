@@ -42,9 +42,7 @@ class Pipeline:
         return "\n".join(w.log() for w in self.workers)
 
 
-def make_pipeline(
-    redis_url: str, logs: Path, settings_env: dict[str, str]
-) -> Pipeline:
+def make_pipeline(redis_url: str, logs: Path, settings_env: dict[str, str]) -> Pipeline:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBFERRY_")}
     env.pop("KUBECONFIG", None)
     env.update({"JOBFERRY_REDIS_URL": redis_url, **FAST_CHECKS, **settings_env})
@@ -62,7 +60,8 @@ def local_pipeline(
     redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Pipeline]:
     pipeline = make_pipeline(
-        redis_url, tmp_path / "logs",
+        redis_url,
+        tmp_path / "logs",
         {"JOBFERRY_BACKEND": "local", "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs")},
     )
     pipeline.start_worker()

@@ -16,10 +16,14 @@ from workers.backends.local_runner import read_json
 
 @pytest.fixture
 def backend(tmp_path: Path) -> LocalBackend:
-    return LocalBackend(Settings(backend="local", local_state_dir=tmp_path), retry_delay_seconds=0.1)
+    return LocalBackend(
+        Settings(backend="local", local_state_dir=tmp_path), retry_delay_seconds=0.1
+    )
 
 
-def run(backend: LocalBackend, request: WorkflowRequest, timeout: float = 20) -> tuple[JobRef, JobStatus]:
+def run(
+    backend: LocalBackend, request: WorkflowRequest, timeout: float = 20
+) -> tuple[JobRef, JobStatus]:
     ref = backend.create(request, job_name(request.workflow_id))
     give_up = time.monotonic() + timeout
     while time.monotonic() < give_up:
@@ -32,7 +36,9 @@ def run(backend: LocalBackend, request: WorkflowRequest, timeout: float = 20) ->
 
 def test_success_with_log_tail_and_env(backend: LocalBackend) -> None:
     request = WorkflowRequest(
-        workflow_id="ok", image="local", command=["sh", "-c"],
+        workflow_id="ok",
+        image="local",
+        command=["sh", "-c"],
         args=['for i in 1 2 3 4 5; do echo "line $i $GREETING"; done'],
         env=[{"name": "GREETING", "value": "hello"}],  # type: ignore[list-item]
     )
@@ -55,8 +61,12 @@ def test_worker_environment_does_not_leak_into_the_job(
 
 
 def test_failure_is_retried_up_to_the_backoff_limit(backend: LocalBackend) -> None:
-    request = WorkflowRequest(workflow_id="bad", image="local",
-                              command=["sh", "-c", "echo attempt; exit 7"], backoff_limit=2)
+    request = WorkflowRequest(
+        workflow_id="bad",
+        image="local",
+        command=["sh", "-c", "echo attempt; exit 7"],
+        backoff_limit=2,
+    )
     ref, status = run(backend, request)
     assert status.phase is JobPhase.FAILED
     assert status.reason == "BackoffLimitExceeded"
@@ -66,8 +76,9 @@ def test_failure_is_retried_up_to_the_backoff_limit(backend: LocalBackend) -> No
 
 
 def test_active_deadline_kills_the_attempt(backend: LocalBackend) -> None:
-    request = WorkflowRequest(workflow_id="slow", image="local", command=["sleep", "60"],
-                              active_deadline_seconds=1)
+    request = WorkflowRequest(
+        workflow_id="slow", image="local", command=["sleep", "60"], active_deadline_seconds=1
+    )
     started = time.monotonic()
     _, status = run(backend, request)
     assert status.phase is JobPhase.FAILED and status.reason == "DeadlineExceeded"
@@ -75,8 +86,9 @@ def test_active_deadline_kills_the_attempt(backend: LocalBackend) -> None:
 
 
 def test_missing_program_is_exit_127(backend: LocalBackend) -> None:
-    request = WorkflowRequest(workflow_id="nope", image="local",
-                              command=["/no/such/program"], backoff_limit=0)
+    request = WorkflowRequest(
+        workflow_id="nope", image="local", command=["/no/such/program"], backoff_limit=0
+    )
     ref, status = run(backend, request)
     assert status.exit_code == 127
     assert "cannot start" in backend.logs(ref, status, 10, 0)
@@ -101,19 +113,30 @@ def test_delete_stops_the_process_and_the_job_is_missing(backend: LocalBackend) 
         time.sleep(0.05)
     status_file = read_json(backend.job_dir(ref) / "status.json")
     assert status_file is not None
-    child = int(status_file["child_pid"])
+    pids = [int(status_file["child_pid"]), int(status_file["runner_pid"])]
     backend.delete(ref)
     assert backend.get(ref).phase is JobPhase.MISSING
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stat = Path(f"/proc/{child}/stat")
-    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    for pid in pids:
+        deadline = time.monotonic() + 5
+        while running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(pid), f"process {pid} survived the delete"
+
+
+def running(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split()[2] != "Z"
+    # Gone entirely.
+    except FileNotFoundError:
+        return False
 
 
 def test_secret_references_are_refused(backend: LocalBackend) -> None:
     request = WorkflowRequest(
-        workflow_id="secret", image="local", command=["true"],
+        workflow_id="secret",
+        image="local",
+        command=["true"],
         env=[{"name": "T", "secret_key_ref": {"name": "s", "key": "k"}}],  # type: ignore[list-item]
     )
     with pytest.raises(Invalid, match="cannot resolve Secret or ConfigMap"):

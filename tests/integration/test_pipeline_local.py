@@ -15,13 +15,24 @@ from tests.services import wait_for
 
 def test_success_failure_and_deadline(local_pipeline: Pipeline) -> None:
     client = local_pipeline.client
-    ok = client.submit(WorkflowRequest(workflow_id="ok", image="local",
-                                       command=["sh", "-c", "echo hello; echo world"]))
-    bad = client.submit(WorkflowRequest(workflow_id="bad", image="local",
-                                        command=["sh", "-c", "echo oops >&2; exit 4"],
-                                        backoff_limit=1))
-    slow = client.submit(WorkflowRequest(workflow_id="slow", image="local",
-                                         command=["sleep", "120"], deadline_seconds=3))
+    ok = client.submit(
+        WorkflowRequest(
+            workflow_id="ok", image="local", command=["sh", "-c", "echo hello; echo world"]
+        )
+    )
+    bad = client.submit(
+        WorkflowRequest(
+            workflow_id="bad",
+            image="local",
+            command=["sh", "-c", "echo oops >&2; exit 4"],
+            backoff_limit=1,
+        )
+    )
+    slow = client.submit(
+        WorkflowRequest(
+            workflow_id="slow", image="local", command=["sleep", "120"], deadline_seconds=3
+        )
+    )
     done = ok.wait(timeout=60)
     assert done.state is OutcomeState.SUCCEEDED
     assert done.exit_code == 0 and done.attempts == 1
@@ -45,8 +56,9 @@ def test_success_failure_and_deadline(local_pipeline: Pipeline) -> None:
 
 
 def test_resubmitting_the_same_request_runs_it_once(local_pipeline: Pipeline) -> None:
-    request = WorkflowRequest(workflow_id="once", image="local",
-                              command=["sh", "-c", "echo ran >> ../../runs.txt"])
+    request = WorkflowRequest(
+        workflow_id="once", image="local", command=["sh", "-c", "echo ran >> ../../runs.txt"]
+    )
     first = local_pipeline.client.submit(request)
     second = local_pipeline.client.submit(request)
     assert first.workflow_id == second.workflow_id
@@ -57,8 +69,9 @@ def test_resubmitting_the_same_request_runs_it_once(local_pipeline: Pipeline) ->
 
 def test_cancel_stops_the_job(local_pipeline: Pipeline) -> None:
     client = local_pipeline.client
-    handle = client.submit(WorkflowRequest(workflow_id="long", image="local",
-                                           command=["sleep", "120"]))
+    handle = client.submit(
+        WorkflowRequest(workflow_id="long", image="local", command=["sleep", "120"])
+    )
     wait_for(lambda: "running" in handle.status().detail, timeout=30)
     handle.cancel()
     outcome = handle.wait(timeout=30)
@@ -70,23 +83,41 @@ def test_cli_submit_wait_status_outcome(local_pipeline: Pipeline) -> None:
     env = local_pipeline.env
     cli = [sys.executable, "-m", "workers"]
     submitted = subprocess.run(
-        [*cli, "submit", "--id", "cli-1", "--image", "local", "--wait", "--json", "--",
-         "sh", "-c", "echo from-cli"],
-        env=env, capture_output=True, text=True, timeout=90,
+        [
+            *cli,
+            "submit",
+            "--id",
+            "cli-1",
+            "--image",
+            "local",
+            "--wait",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo from-cli",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout)["log_tail"] == "from-cli\n"
     status = subprocess.run([*cli, "status", "cli-1"], env=env, capture_output=True, text=True)
     assert "cli-1: finished" in status.stdout
-    outcome = subprocess.run([*cli, "outcome", "cli-1", "--json"], env=env, capture_output=True,
-                             text=True)
+    outcome = subprocess.run(
+        [*cli, "outcome", "cli-1", "--json"], env=env, capture_output=True, text=True
+    )
     assert json.loads(outcome.stdout)["state"] == "succeeded"
-    missing = subprocess.run([*cli, "status", "no-such"], env=env, capture_output=True,
-                             text=True)
+    missing = subprocess.run([*cli, "status", "no-such"], env=env, capture_output=True, text=True)
     assert missing.returncode == 1
     assert "no workflow 'no-such'" in missing.stderr
-    bad = subprocess.run([*cli, "submit", "--id", "x", "--image", "local",
-                          "--memory-limit", "1GB", "--", "true"],
-                         env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        [*cli, "submit", "--id", "x", "--image", "local", "--memory-limit", "1GB", "--", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1
     assert "memory_limit" in bad.stderr and "unknown suffix 'GB'" in bad.stderr

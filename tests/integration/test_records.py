@@ -9,8 +9,9 @@ import redis
 from scheduler.models import OutcomeState, WorkflowOutcome, WorkflowRequest, WorkflowState
 from scheduler.records import INFLIGHT_KEY, RecordStore
 
-REQUEST = WorkflowRequest(workflow_id="wf-1", image="busybox:1.36", command=["true"],
-                          deadline_seconds=600)
+REQUEST = WorkflowRequest(
+    workflow_id="wf-1", image="busybox:1.36", command=["true"], deadline_seconds=600
+)
 
 
 def outcome(state: OutcomeState, reason: str) -> WorkflowOutcome:

@@ -133,8 +133,14 @@ class Runner:
             self.child.wait()
 
     def on_term(self, signum: int, frame: FrameType | None) -> None:
-        self.kill_child()
-        sys.exit(0)
+        # No wait() here: the interrupted main loop may hold Popen's wait lock (deadlock).
+        if self.child is not None:
+            try:
+                os.killpg(self.child.pid, signal.SIGKILL)
+            # It ended on its own in the meantime.
+            except ProcessLookupError:
+                pass
+        os._exit(0)
 
 
 def main(argv: list[str]) -> int:
