@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 
 from scheduler import Jobferry, load_settings
+from tests.kube_emulator import KubeEmulator
+from tests.kube_emulator.fixture import (  # noqa: F401  (fixtures)
+    kube_emulator,
+    kube_emulator_kubeconfig,
+    kube_emulator_server,
+)
 from tests.services import WorkerProcess
 
 FAST_CHECKS = {
@@ -64,6 +70,29 @@ def local_pipeline(
         tmp_path / "logs",
         {"JOBFERRY_BACKEND": "local", "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs")},
     )
+    pipeline.start_worker()
+    yield pipeline
+    pipeline.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(pipeline.worker_logs()[-20000:])
+
+
+@pytest.fixture
+def kube_pipeline(
+    redis_url: str,
+    kube_emulator: KubeEmulator,
+    kube_emulator_kubeconfig: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Pipeline]:
+    """Real workers on the kubernetes backend, talking HTTP to the API emulator."""
+    pipeline = make_pipeline(
+        redis_url,
+        tmp_path / "logs",
+        {"JOBFERRY_BACKEND": "kubernetes", "JOBFERRY_STARTUP_GRACE_SECONDS": "1"},
+    )
+    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
     pipeline.start_worker()
     yield pipeline
     pipeline.stop()
