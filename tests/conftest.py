@@ -9,6 +9,8 @@ import redis
 
 from tests.services import RedisServer, redis_server
 
+pytest_plugins = ["tests.kube_emulator.fixture", "tests.k8senv.fixture"]
+
 
 @pytest.fixture(scope="session")
 def redis_srv() -> Iterator[RedisServer]:

@@ -12,7 +12,7 @@ from tests.services import ROOT, missing
 
 CHECKS = {
     "ruff check": ["ruff", "check", "scheduler", "workers", "tests"],
-    "ruff format": ["ruff", "format", "--check", "scheduler", "workers"],
+    "ruff format": ["ruff", "format", "--check", "scheduler", "workers", "tests"],
     "mypy --strict": [sys.executable, "-m", "mypy"],
     "import-linter": ["lint-imports"],
 }

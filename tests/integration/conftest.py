@@ -9,11 +9,6 @@ import pytest
 
 from scheduler import Jobferry, load_settings
 from tests.kube_emulator import KubeEmulator
-from tests.kube_emulator.fixture import (  # noqa: F401  (fixtures)
-    kube_emulator,
-    kube_emulator_kubeconfig,
-    kube_emulator_server,
-)
 from tests.services import WorkerProcess
 
 FAST_CHECKS = {

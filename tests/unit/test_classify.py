@@ -42,25 +42,44 @@ def pod(
             "phase": phase,
             "startTime": created,
             "containerStatuses": [
-                {"name": "workflow", "image": "ghcr.io/acme/report:1.4.2", "ready": False,
-                 "restartCount": 0, "state": state}
+                {
+                    "name": "workflow",
+                    "image": "ghcr.io/acme/report:1.4.2",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": state,
+                }
             ],
         },
     }
 
 
 def terminated(code: int, reason: str, finished: str = "2026-12-04T10:01:00Z") -> dict[str, Any]:
-    return {"terminated": {"exitCode": code, "reason": reason,
-                           "startedAt": "2026-12-04T10:00:02Z", "finishedAt": finished}}
+    return {
+        "terminated": {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": "2026-12-04T10:00:02Z",
+            "finishedAt": finished,
+        }
+    }
 
 
 COMPLETE = {
     "conditions": [
-        {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
-         "lastTransitionTime": "2026-12-04T10:01:00Z"},
-        {"type": "Complete", "status": "True", "reason": "CompletionsReached",
-         "message": "Reached expected number of succeeded pods",
-         "lastTransitionTime": "2026-12-04T10:01:01Z"},
+        {
+            "type": "SuccessCriteriaMet",
+            "status": "True",
+            "reason": "CompletionsReached",
+            "lastTransitionTime": "2026-12-04T10:01:00Z",
+        },
+        {
+            "type": "Complete",
+            "status": "True",
+            "reason": "CompletionsReached",
+            "message": "Reached expected number of succeeded pods",
+            "lastTransitionTime": "2026-12-04T10:01:01Z",
+        },
     ],
     "startTime": "2026-12-04T10:00:00Z",
     "completionTime": "2026-12-04T10:01:01Z",
@@ -73,10 +92,20 @@ COMPLETE = {
 def failed(reason: str, message: str, failed_pods: int) -> dict[str, Any]:
     return {
         "conditions": [
-            {"type": "FailureTarget", "status": "True", "reason": reason, "message": message,
-             "lastTransitionTime": "2026-12-04T10:05:00Z"},
-            {"type": "Failed", "status": "True", "reason": reason, "message": message,
-             "lastTransitionTime": "2026-12-04T10:05:01Z"},
+            {
+                "type": "FailureTarget",
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": "2026-12-04T10:05:00Z",
+            },
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": "2026-12-04T10:05:01Z",
+            },
         ],
         "startTime": "2026-12-04T10:00:00Z",
         "failed": failed_pods,
@@ -134,8 +163,12 @@ def test_active_deadline_exceeded() -> None:
 
 
 def test_image_pull_backoff_is_pending_and_stuck() -> None:
-    waiting = {"waiting": {"reason": "ImagePullBackOff",
-                           "message": 'Back-off pulling image "ghcr.io/acme/nope:1"'}}
+    waiting = {
+        "waiting": {
+            "reason": "ImagePullBackOff",
+            "message": 'Back-off pulling image "ghcr.io/acme/nope:1"',
+        }
+    }
     status = job_status(
         job({"startTime": "2026-12-04T10:00:00Z", "active": 1, "ready": 0}),
         [pod("p1", "Pending", waiting)],
@@ -160,8 +193,18 @@ def test_container_creating_is_pending_but_not_stuck() -> None:
 def test_create_container_config_error_is_stuck() -> None:
     status = job_status(
         job({"active": 1, "ready": 0}),
-        [pod("p1", "Pending", {"waiting": {"reason": "CreateContainerConfigError",
-                                           "message": 'secret "report" not found'}})],
+        [
+            pod(
+                "p1",
+                "Pending",
+                {
+                    "waiting": {
+                        "reason": "CreateContainerConfigError",
+                        "message": 'secret "report" not found',
+                    }
+                },
+            )
+        ],
     )
     assert status.stuck and status.waiting_reason == "CreateContainerConfigError"
 

@@ -30,8 +30,11 @@ def test_defaults_follow_the_seed_guide() -> None:
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["containers"] == [
-        {"name": "workflow", "image": "ghcr.io/acme/report:1.4.2",
-         "command": ["python", "-m", "report"]}
+        {
+            "name": "workflow",
+            "image": "ghcr.io/acme/report:1.4.2",
+            "command": ["python", "-m", "report"],
+        }
     ]
     assert spec["template"]["metadata"]["labels"] == job["metadata"]["labels"]
 
@@ -81,10 +84,14 @@ def test_everything_a_request_can_say_reaches_the_manifest() -> None:
     }
     assert container["env"] == [
         {"name": "MODE", "value": "full"},
-        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "report", "key": "token",
-                                                         "optional": False}}},
-        {"name": "REGION", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "region",
-                                                             "optional": False}}},
+        {
+            "name": "TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "report", "key": "token", "optional": False}},
+        },
+        {
+            "name": "REGION",
+            "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "region", "optional": False}},
+        },
         {"name": "TRACEPARENT", "value": "00-abc-def-01"},
     ]
     assert pod["serviceAccountName"] == "report-runner"
