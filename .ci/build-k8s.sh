@@ -7,7 +7,7 @@
 # to v0.0.0 through replace directives that a dependent module ignores). So we generate a
 # wrapper module whose replace list comes from that release's own go.mod.
 #
-# Output: ${JOBFERRY_K8S_CACHE:-$HOME/.cache/jobferry/k8s}/<key>/bin/, outside the work
+# Output: ${K8SENV_CACHE:-$HOME/.cache/jobferry/k8s}/<key>/bin/, outside the work
 # tree and keyed by version; a stamp file makes a second run a no-op.
 #
 # Usage:
@@ -21,7 +21,7 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 
-CACHE_ROOT=${JOBFERRY_K8S_CACHE:-$HOME/.cache/jobferry/k8s}
+CACHE_ROOT=${K8SENV_CACHE:-$HOME/.cache/jobferry/k8s}
 KEY="${K8S_VERSION#v}-etcd${ETCD_VERSION#v}-kwok${KWOK_VERSION#v}"
 OUT_DIR="$CACHE_ROOT/$KEY"
 BIN_DIR="$OUT_DIR/bin"

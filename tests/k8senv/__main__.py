@@ -2,11 +2,11 @@
 
     eval "$(python -m tests.k8senv up)"   # start detached; prints export KUBECONFIG=...
     kubectl get nodes
-    JOBFERRY_TEST_KUBECONFIG=$KUBECONFIG pytest -m e2e   # tests reuse it instead of starting one
+    K8SENV_KUBECONFIG=$KUBECONFIG pytest -m e2e   # tests reuse it instead of starting one
     python -m tests.k8senv down           # stop everything, verify nothing is left
 
 State lives in ${XDG_RUNTIME_DIR:-/tmp}/jobferry-k8senv/ (override: --state-dir or
-JOBFERRY_K8SENV_STATE). Progress goes to stderr; only `up`'s export line goes to stdout.
+K8SENV_STATE). Progress goes to stderr; only `up`'s export line goes to stdout.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=Path(os.environ.get("JOBFERRY_K8SENV_STATE") or default_state),
+        default=Path(os.environ.get("K8SENV_STATE") or default_state),
         help="where up/down/status keep their state (default: %(default)s)",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -101,6 +101,11 @@ class Cluster:
         apply_logs(self.rest(), logs_object(namespace, pod, log_file, container=container))
         return log_file
 
+    @property
+    def audit_log(self) -> Path | None:
+        """The API server's audit log of ServiceAccount requests; None when attached."""
+        return None
+
     def close(self) -> None:
         """Remove files this object made when it made its own work dir."""
         if self._owns_work_dir:

@@ -88,6 +88,14 @@ class Layout:
         return self.work_dir / "admin.kubeconfig"
 
     @property
+    def audit_policy(self) -> Path:
+        return self.work_dir / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.log_dir / "audit.log"
+
+    @property
     def kubeconfig_dir(self) -> Path:
         return self.work_dir / "kubeconfigs"
 
@@ -126,6 +134,21 @@ def etcd_argv(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
     ]
 
 
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
+
+def write_audit_policy(layout: Layout) -> None:
+    layout.audit_policy.write_text(AUDIT_POLICY)
+
+
 def apiserver_argv(bins: Binaries, layout: Layout, ports: Ports, pki: Pki) -> list[str]:
     return [
         str(bins.kube_apiserver),
@@ -159,6 +182,12 @@ def apiserver_argv(bins: Binaries, layout: Layout, ports: Ports, pki: Pki) -> li
         # No kube-proxy or real endpoints: the `kubernetes` Service needs no loopback Endpoints.
         "--endpoint-reconciler-type=none",
         "--allow-privileged=true",
+        # Requests made by ServiceAccounts are audited, so a test can compare what a worker
+        # actually did with what its Role grants.
+        f"--audit-policy-file={layout.audit_policy}",
+        f"--audit-log-path={layout.audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-mode=blocking",
         "--profiling=false",
         "--v=1",
     ]

@@ -93,6 +93,10 @@ class ControlPlane(Cluster):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def audit_log(self) -> Path | None:
+        return self.layout.audit_log
+
     def __enter__(self) -> ControlPlane:
         return self.start()
 
@@ -164,6 +168,7 @@ class ControlPlane(Cluster):
         )
         write_cri_log(self.layout.default_pod_log, DEFAULT_LOG_TEXT)
         components.write_kwok_config(self.layout)
+        components.write_audit_policy(self.layout)
 
         self._spawn("etcd", components.etcd_argv(binaries, self.layout, ports))
         self._wait(
@@ -254,7 +259,8 @@ class ControlPlane(Cluster):
         crd = self.rest().get(
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/logs.kwok.x-k8s.io"
         )
-        conditions = crd.get("status", {}).get("conditions", [])
+        # A CRD just created has no status yet.
+        conditions = (crd.get("status") or {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     def _spawn(

@@ -5,13 +5,13 @@ Use it from a conftest.py:
     from tests.k8senv.fixture import k8s_control_plane  # noqa: F401
 
 Which cluster (read from the environment here, at the entry point):
-  * JOBFERRY_TEST_KUBECONFIG=path        use that cluster (e.g. `python -m tests.k8senv up`'s)
-  * JOBFERRY_E2E_EXISTING=1 + KUBECONFIG  use $KUBECONFIG's current context
+  * K8SENV_KUBECONFIG=path        use that cluster (e.g. `python -m tests.k8senv up`'s)
+  * K8SENV_EXISTING=1 + KUBECONFIG  use $KUBECONFIG's current context
   * otherwise                            start a ControlPlane for the session (building the
                                          binaries first if needed; run .ci/build-k8s.sh ahead
                                          of pytest, since a cold build takes tens of minutes)
-  * JOBFERRY_K8S_BIN_DIR=dir             take the binaries from dir instead of the build cache
-  * JOBFERRY_K8SENV_KEEP=1               keep the work dir (certs, component logs) after the run
+  * K8SENV_BIN_DIR=dir             take the binaries from dir instead of the build cache
+  * K8SENV_KEEP=1               keep the work dir (certs, component logs) after the run
 When the binaries are missing and cannot be built the tests are skipped, except under CI
 (env CI set), where that is a failure.
 """
@@ -43,15 +43,15 @@ class FixtureSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FixtureSettings:
-        existing = env.get("JOBFERRY_TEST_KUBECONFIG")
-        if not existing and env.get("JOBFERRY_E2E_EXISTING") == "1":
+        existing = env.get("K8SENV_KUBECONFIG")
+        if not existing and env.get("K8SENV_EXISTING") == "1":
             existing = env.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-        bin_dir = env.get("JOBFERRY_K8S_BIN_DIR")
+        bin_dir = env.get("K8SENV_BIN_DIR")
         return cls(
             existing_kubeconfig=Path(existing) if existing else None,
             control_plane=ControlPlaneSettings(
                 bin_dir=Path(bin_dir) if bin_dir else None,
-                keep_work_dir=env.get("JOBFERRY_K8SENV_KEEP") == "1",
+                keep_work_dir=env.get("K8SENV_KEEP") == "1",
             ),
             in_ci=bool(env.get("CI")),
         )

@@ -2,7 +2,7 @@
 
 Files are written as JSON (valid YAML, so kubectl and every client read them) with the
 certificates embedded, so a kubeconfig stays usable when copied elsewhere. Reading an
-existing kubeconfig (JOBFERRY_TEST_KUBECONFIG) supports client certificates and tokens;
+existing kubeconfig (K8SENV_KUBECONFIG) supports client certificates and tokens;
 exec/auth-provider plugins are left to the real `kubernetes` client.
 """
 

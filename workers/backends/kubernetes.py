@@ -262,12 +262,19 @@ def translate_api_error(
     body = _status_body(exc)
     message = str(body.get("message") or exc.reason or f"HTTP {status}")
     if status in (401, 403):
+        if status == 401:
+            return Forbidden(
+                f"the API server did not accept the worker's credentials: {message}. Check "
+                "the worker's kubeconfig or ServiceAccount token (expired or revoked?)",
+                reason="Unauthorized",
+            )
         return Forbidden(
             f"the worker may not {verb} {resource} in namespace {namespace!r}: {message}. "
-            f"Grant '{verb}' on {resource} with the Role in k8s/rbac.yaml and check with "
-            f"`kubectl auth can-i {verb} {resource} -n {namespace} "
-            f"--as=system:serviceaccount:<namespace>:<service-account>`",
-            reason="Unauthorized" if status == 401 else "Forbidden",
+            f"Grant '{verb}' on {resource} with the Role in k8s/rbac.yaml (in that namespace) "
+            f"and check with `kubectl auth can-i {verb} {resource} -n {namespace} "
+            f"--as=system:serviceaccount:<namespace>:<service-account>`. RBAC is checked "
+            f"before existence, so also check that namespace {namespace!r} exists",
+            reason="Forbidden",
         )
     if status == 404:
         return NotFound(message)
