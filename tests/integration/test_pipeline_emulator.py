@@ -74,11 +74,13 @@ def test_failure_reports_attempts_reason_and_exit_code(
 ) -> None:
     handle = kube_pipeline.client.submit(request("bad", backoff_limit=1))
     name = created_job(kube_emulator, "bad")["metadata"]["name"]
+    # Both attempts fail alike: creation times have one-second resolution, so either pod
+    # may be taken for the latest one, whose log is read.
     for _ in range(2):
         pod = kube_emulator.add_pod_for_job(
             NS, name, phase="Failed", container_state=terminated(3, "Error")
         )
-    kube_emulator.set_pod_log(NS, pod, "Traceback: input.csv missing\n")
+        kube_emulator.set_pod_log(NS, pod, "Traceback: input.csv missing\n")
     kube_emulator.mark_job_failed(
         NS,
         name,
