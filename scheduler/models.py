@@ -52,6 +52,11 @@ class SecretKeyRef(BaseModel):
     def _name(cls, value: str) -> str:
         return validation.check_dns1123_subdomain(value, "secret name")
 
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return validation.check_config_key(value, "secret key")
+
 
 class ConfigMapKeyRef(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
@@ -64,6 +69,11 @@ class ConfigMapKeyRef(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         return validation.check_dns1123_subdomain(value, "config map name")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return validation.check_config_key(value, "config map key")
 
 
 class EnvVar(BaseModel):
@@ -104,6 +114,11 @@ class Toleration(BaseModel):
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else validation.check_qualified_name(value, "toleration key")
 
     @model_validator(mode="after")
     def _consistent(self) -> Toleration:

@@ -20,6 +20,7 @@ _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _ENV_VAR_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _QUANTITY = re.compile(
     r"^(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>[a-zA-Z]*|[eE][-+]?[0-9]+)$"
@@ -93,6 +94,16 @@ def check_qualified_name(key: str, what: str) -> str:
         raise ValueError(
             f"{what} {key!r} may contain only letters, digits, '-', '_' and '.' "
             "(after an optional 'prefix/'), and must start and end with a letter or digit"
+        )
+    return key
+
+
+def check_config_key(key: str, what: str) -> str:
+    """A key in a Secret or ConfigMap."""
+    if not key or len(key) > DNS1123_SUBDOMAIN_MAX or not _CONFIG_KEY.match(key):
+        raise ValueError(
+            f"{what} {key!r} must be 1-253 letters, digits, '-', '_' or '.' "
+            "(a Secret or ConfigMap key)"
         )
     return key
 

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import Pipeline, make_pipeline
 from tests.k8senv.cluster import Cluster
 from tests.services import ROOT, RedisServer
 
 NAMESPACE = "jobferry-e2e"
+STRICT_NAMESPACE = "jobferry-e2e-strict"
 WORKER_NAMESPACE = "jobferry"
 WORKER_ACCOUNT = "jobferry-worker"
 
@@ -45,6 +47,21 @@ def apply(api: client.ApiClient, doc: dict[str, Any]) -> None:
     # Already there from an earlier session on the same cluster.
     except utils.FailToCreateError as exc:
         if any(e.status != 409 for e in exc.api_exceptions):
+            raise
+
+
+def apply_admission(api: client.ApiClient, doc: dict[str, Any]) -> None:
+    """kubernetes.utils has no ValidatingAdmissionPolicy support: create it through the API."""
+    admission = client.AdmissionregistrationV1Api(api)
+    create = {
+        "ValidatingAdmissionPolicy": admission.create_validating_admission_policy,
+        "ValidatingAdmissionPolicyBinding": admission.create_validating_admission_policy_binding,
+    }[doc["kind"]]
+    try:
+        create(doc)
+    # Already there from an earlier session on the same cluster.
+    except ApiException as exc:
+        if exc.status != 409:
             raise
 
 
@@ -83,13 +100,19 @@ def e2e(k8s_control_plane: Cluster) -> Iterator[E2E]:
     api = k8s_control_plane.admin_api_client()
     for name in (NAMESPACE, WORKER_NAMESPACE):
         apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    strict = {"name": STRICT_NAMESPACE, "labels": {"jobferry.test/policy": "strict"}}
+    apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": strict})
+    policy = Path(__file__).parent / "manifests" / "require-memory-limits.yaml"
+    for doc in yaml.safe_load_all(policy.read_text()):
+        apply_admission(api, doc)
     docs = {doc["kind"]: doc for doc in rbac_documents()}
     apply(api, docs["ServiceAccount"])
-    # The shipped Role and RoleBinding, moved to the namespace the tests run Jobs in.
-    for kind in ("Role", "RoleBinding"):
-        doc = copy.deepcopy(docs[kind])
-        doc["metadata"]["namespace"] = NAMESPACE
-        apply(api, doc)
+    # The shipped Role and RoleBinding, moved to the namespaces the tests run Jobs in.
+    for namespace in (NAMESPACE, STRICT_NAMESPACE):
+        for kind in ("Role", "RoleBinding"):
+            doc = copy.deepcopy(docs[kind])
+            doc["metadata"]["namespace"] = namespace
+            apply(api, doc)
     kubeconfig = k8s_control_plane.sa_kubeconfig(WORKER_NAMESPACE, WORKER_ACCOUNT, create=False)
     yield E2E(k8s_control_plane, client.BatchV1Api(api), client.CoreV1Api(api), kubeconfig)
     api.close()

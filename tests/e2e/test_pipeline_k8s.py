@@ -20,7 +20,14 @@ from kubernetes.client.exceptions import ApiException
 from scheduler import Jobferry, OutcomeState, Settings, WorkflowOutcome, WorkflowRequest
 from scheduler.celeryconfig import LAUNCH_TASK
 from scheduler.naming import job_name
-from tests.e2e.conftest import E2E, NAMESPACE, WORKER_ACCOUNT, WORKER_NAMESPACE, grant
+from tests.e2e.conftest import (
+    E2E,
+    NAMESPACE,
+    STRICT_NAMESPACE,
+    WORKER_ACCOUNT,
+    WORKER_NAMESPACE,
+    grant,
+)
 from tests.integration.conftest import Pipeline
 from tests.k8senv.behaviours import BEHAVIOUR_LABEL
 from tests.services import wait_for
@@ -253,16 +260,15 @@ def side_worker(pipeline: Pipeline, kubeconfig: Path, name: str) -> Iterator[Job
 def test_invalid_from_the_api_server_is_rejected_with_its_message(
     k8s_pipeline: Pipeline, e2e: E2E
 ) -> None:
-    # A key no producer-side rule checks: the API server's validation answers 422.
-    request = workflow(
-        "e2e-invalid",
-        env=[{"name": "TOKEN", "secret_key_ref": {"name": "report", "key": "not a valid key!"}}],
-    )
-    outcome = run(k8s_pipeline, request)
+    # The cluster's admission policy (tests/e2e/manifests) wants memory limits: 422.
+    outcome = run(k8s_pipeline, workflow("e2e-invalid", namespace=STRICT_NAMESPACE))
     assert (outcome.state, outcome.reason) == (OutcomeState.REJECTED, "Invalid")
-    assert "is invalid" in outcome.message
-    assert "secretKeyRef.key" in outcome.message
-    assert job(e2e, "e2e-invalid") is None
+    assert "ValidatingAdmissionPolicy 'jobs-need-memory-limits'" in outcome.message
+    assert "every container of a Job needs a memory limit" in outcome.message
+    with_limit = run(
+        k8s_pipeline, workflow("e2e-valid", namespace=STRICT_NAMESPACE, memory_limit="256Mi")
+    )
+    assert with_limit.state is OutcomeState.SUCCEEDED
 
 
 def test_redelivered_launch_leaves_exactly_one_job(k8s_pipeline: Pipeline, e2e: E2E) -> None:

@@ -74,6 +74,16 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
         {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
         "given more than once",
     ),
+    (
+        "secret key with spaces",
+        {"env": [{"name": "T", "secret_key_ref": {"name": "s", "key": "not a key!"}}]},
+        "must be 1-253 letters, digits",
+    ),
+    (
+        "toleration key with spaces",
+        {"tolerations": [{"key": "gpu type", "operator": "Exists"}]},
+        "toleration key 'gpu type'",
+    ),
     ("negative backoff limit", {"backoff_limit": -1}, "greater than or equal to 0"),
     ("backoff limit as text", {"backoff_limit": "3"}, "Input should be a valid integer"),
     ("zero deadline", {"deadline_seconds": 0}, "greater than 0"),
