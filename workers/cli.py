@@ -269,12 +269,19 @@ def config(reference: bool) -> None:
 
 @main.command()
 @click.option("--keep", is_flag=True, help="Keep the state directory for a look afterwards.")
+@click.option(
+    "--redis",
+    type=click.Choice(["auto", "redis-server", "fakeredis"]),
+    default="auto",
+    show_default=True,
+    help="What serves the embedded Redis; auto takes redis-server when it is on PATH.",
+)
 @friendly_errors
-def demo(keep: bool) -> None:
+def demo(keep: bool, redis: str) -> None:
     """Run three workflows on an embedded Redis and the local backend, and show the outcomes."""
     from workers.demo import run_demo
 
-    sys.exit(run_demo(stdout, keep=keep))
+    sys.exit(run_demo(stdout, keep=keep, redis=redis))
 
 
 def _emit(payload: dict[str, Any], as_json: bool, text: str) -> None:

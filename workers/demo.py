@@ -57,9 +57,9 @@ DEMO_WORKFLOWS = [
 ]
 
 
-def run_demo(console: Console, keep: bool = False) -> int:
+def run_demo(console: Console, keep: bool = False, redis: str = "auto") -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="jobferry-demo-"))
-    with embedded_redis() as (url, served_by):
+    with embedded_redis(redis) as (url, served_by):
         console.print(f"Redis: {served_by} at {url}", highlight=False)
         env = {
             **os.environ,

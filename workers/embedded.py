@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import redis
 
+from scheduler.errors import RequestError
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -25,10 +27,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def embedded_redis() -> Iterator[tuple[str, str]]:
-    """Yield (redis URL, what serves it) for the duration of the block."""
+def embedded_redis(prefer: str = "auto") -> Iterator[tuple[str, str]]:
+    """Yield (redis URL, what serves it) for the duration of the block.
+
+    Parameters:
+        prefer: `auto` (redis-server when on PATH, else fakeredis), `redis-server`, `fakeredis`.
+    """
     port = free_port()
-    server = shutil.which("redis-server")
+    server = shutil.which("redis-server") if prefer != "fakeredis" else None
+    if prefer == "redis-server" and server is None:
+        raise RequestError("--redis redis-server: no redis-server on PATH")
     if server is not None:
         with tempfile.TemporaryDirectory(prefix="jobferry-redis-") as workdir:
             process = subprocess.Popen(
@@ -66,7 +74,7 @@ def embedded_redis() -> Iterator[tuple[str, str]]:
     try:
         url = f"redis://127.0.0.1:{port}/0"
         _wait_ready(url)
-        yield url, "fakeredis (no redis-server on PATH)"
+        yield url, "fakeredis (embedded)"
     finally:
         fake.shutdown()
         fake.server_close()
