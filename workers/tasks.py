@@ -131,6 +131,19 @@ def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
             "cancelled by request; the Job and its pods were deleted",
         )
     if record.state in (WorkflowState.QUEUED, WorkflowState.LAUNCHING):
+        if _deadline_passed(ctx, workflow_id):
+            # The launch never got through (a lost message, endless API errors): stop here,
+            # deleting whatever Job a half-finished launch may have left.
+            return _stop(
+                ctx,
+                record,
+                request,
+                ref,
+                OutcomeState.DEADLINE_EXCEEDED,
+                "DeadlineExceeded",
+                f"the workflow passed its deadline ({request.deadline_seconds} s) "
+                "before its Job was launched; check the launch workers",
+            )
         # The launch is being retried; its countdown decides, ours only waits.
         raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id))
     try:

@@ -30,7 +30,7 @@ from tests.e2e.conftest import (
 )
 from tests.integration.conftest import Pipeline
 from tests.k8senv.behaviours import BEHAVIOUR_LABEL
-from tests.services import wait_for
+from tests.services import missing, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -308,7 +308,7 @@ def test_the_role_grants_exactly_what_the_workers_used(k8s_pipeline: Pipeline, e
 
     audit_log = e2e.cluster.audit_log
     if audit_log is None:
-        pytest.skip("the API server's audit log is only available from tests/k8senv's cluster")
+        missing("the API server's audit log is only available from tests/k8senv's cluster")
     user = f"system:serviceaccount:{WORKER_NAMESPACE}:{WORKER_ACCOUNT}"
     used = set()
     for line in audit_log.read_text().splitlines():

@@ -121,3 +121,51 @@ def test_cli_submit_wait_status_outcome(local_pipeline: Pipeline) -> None:
     )
     assert bad.returncode == 1
     assert "memory_limit" in bad.stderr and "unknown suffix 'GB'" in bad.stderr
+
+
+def test_worker_refuses_to_start_without_cluster_credentials(
+    local_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    env = {**local_pipeline.env, "JOBFERRY_BACKEND": "kubernetes", "HOME": str(tmp_path)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "workers", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "no Kubernetes configuration found" in result.stderr
+    assert f"{tmp_path}/.kube/config (no such file)" in result.stderr
+
+
+def test_worker_refuses_to_start_without_redis(local_pipeline: Pipeline) -> None:
+    env = {**local_pipeline.env, "JOBFERRY_REDIS_URL": "redis://:pw-123456@127.0.0.1:1/0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "workers", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in result.stderr
+    assert "pw-123456" not in result.stderr
+
+
+def test_a_lost_launch_still_ends_at_the_deadline(local_pipeline: Pipeline) -> None:
+    from scheduler.celeryconfig import CHECK_TASK, outcome_task_id
+
+    client = local_pipeline.client
+    request = WorkflowRequest(
+        workflow_id="lost-launch", image="local", command=["true"], deadline_seconds=2
+    )
+    # The record is written, but the launch message never reaches a worker.
+    assert client.records.create(request) is None
+    client.celery.send_task(
+        CHECK_TASK, args=["lost-launch"], task_id=outcome_task_id("lost-launch")
+    )
+    outcome = client.wait("lost-launch", timeout=30)
+    assert (outcome.state, outcome.reason) == (OutcomeState.DEADLINE_EXCEEDED, "DeadlineExceeded")
+    assert "before its Job was launched" in outcome.message
