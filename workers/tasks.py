@@ -119,19 +119,22 @@ def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
         return record.outcome.model_dump(mode="json")
     request = ctx.records.get_request(workflow_id)
     assert request is not None
+    try:
+        return _check_once(self, ctx, record, request)
+    # A slow or restarting API server must not end a workflow: look again later.
+    except TemporaryError as exc:
+        log.info("workflow %s: Job %s unavailable (%s)", workflow_id, record.job_name, exc.reason)
+        raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id)) from exc
+
+
+def _check_once(
+    task: Task[Any, Any], ctx: WorkerContext, record: WorkflowStatus, request: WorkflowRequest
+) -> dict[str, Any] | None:
     ref = JobRef(record.job_name, record.namespace)
     if record.cancel_requested:
-        return _stop(
-            ctx,
-            record,
-            request,
-            ref,
-            OutcomeState.CANCELLED,
-            "Cancelled",
-            "cancelled by request; the Job and its pods were deleted",
-        )
+        return _cancelled(ctx, record, request)
     if record.state in (WorkflowState.QUEUED, WorkflowState.LAUNCHING):
-        if _deadline_passed(ctx, workflow_id):
+        if _deadline_passed(ctx, record.workflow_id):
             # The launch never got through (a lost message, endless API errors): stop here,
             # deleting whatever Job a half-finished launch may have left.
             return _stop(
@@ -145,18 +148,13 @@ def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
                 "before its Job was launched; check the launch workers",
             )
         # The launch is being retried; its countdown decides, ours only waits.
-        raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id))
+        raise task.retry(countdown=_interval(ctx, task.request.retries, record.workflow_id))
     try:
         status = ctx.backend.get(ref)
-    # A slow or restarting API server must not end a workflow: look again later.
-    except TemporaryError as exc:
-        log.info(
-            "workflow %s: status of Job %s unavailable (%s)", workflow_id, ref.name, exc.reason
-        )
-        raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id)) from exc
+    # RBAC or a policy forbids reading the Job: no later check can do better.
     except PermanentError as exc:
         return _stop(ctx, record, request, ref, OutcomeState.REJECTED, exc.reason, exc.message)
-    return _judge(self, ctx, record, request, ref, status)
+    return _judge(task, ctx, record, request, ref, status)
 
 
 def _judge(
@@ -227,24 +225,32 @@ def cancel(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
     """Delete the Job now and store the `cancelled` outcome (the status check then returns it)."""
     ctx = context()
     record = ctx.records.get(workflow_id)
-    if record is None or record.outcome is not None:
-        return None if record is None else record.outcome.model_dump(mode="json")  # type: ignore[union-attr]
+    if record is None:
+        return None
+    if record.outcome is not None:
+        return record.outcome.model_dump(mode="json")
     request = ctx.records.get_request(workflow_id)
     assert request is not None
-    ref = JobRef(record.job_name, record.namespace)
     try:
-        return _stop(
-            ctx,
-            record,
-            request,
-            ref,
-            OutcomeState.CANCELLED,
-            "Cancelled",
-            "cancelled by request; the Job and its pods were deleted",
-        )
+        return _cancelled(ctx, record, request)
     # The API server is unavailable: the delete must still happen, so try again.
     except TemporaryError as exc:
         raise self.retry(countdown=backoff(self.request.retries, 1.0, 30.0)) from exc
+
+
+def _cancelled(
+    ctx: WorkerContext, record: WorkflowStatus, request: WorkflowRequest
+) -> dict[str, Any]:
+    ref = JobRef(record.job_name, record.namespace)
+    return _stop(
+        ctx,
+        record,
+        request,
+        ref,
+        OutcomeState.CANCELLED,
+        "Cancelled",
+        "cancelled by request; the Job and its pods were deleted",
+    )
 
 
 def _stop(
@@ -266,7 +272,11 @@ def _stop(
             status = None
     log_tail = _logs(ctx, ref, status) if status is not None else ""
     if status is None or status.phase is not JobPhase.MISSING:
-        ctx.backend.delete(ref)
+        try:
+            ctx.backend.delete(ref)
+        # Forbidden to delete: the outcome must say the Job is still there, and why.
+        except PermanentError as exc:
+            message += f"; the Job could NOT be deleted ({exc.reason}): {exc.message}"
     return _finish(ctx, record, request, state, reason, message, status, log_tail)
 
 

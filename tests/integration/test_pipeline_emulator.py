@@ -312,3 +312,29 @@ def test_secrets_never_reach_the_outcome(
     assert "tok-9f8e7d6c5b" not in outcome.model_dump_json()
     assert "auth failed for token [redacted]" in outcome.log_tail
     assert not re.search("tok-9f8e7d6c5b", kube_pipeline.worker_logs())
+
+
+def test_a_failing_delete_at_the_deadline_is_retried(
+    kube_pipeline: Pipeline, kube_emulator: KubeEmulator
+) -> None:
+    kube_emulator.fail_next("DELETE", r"/jobs/", 503, times=2)
+    handle = kube_pipeline.client.submit(request("slow-delete", deadline_seconds=2))
+    name = created_job(kube_emulator, "slow-delete")["metadata"]["name"]
+    outcome = handle.wait(timeout=60)
+    assert outcome.state is OutcomeState.DEADLINE_EXCEEDED
+    assert kube_emulator.get_job(NS, name) is None
+    deletes = [r.status for r in kube_emulator.requests if r.method == "DELETE"]
+    assert deletes == [503, 503, 200]
+
+
+def test_a_forbidden_delete_is_said_in_the_outcome(
+    kube_pipeline: Pipeline, kube_emulator: KubeEmulator
+) -> None:
+    kube_emulator.forbid("delete", "jobs")
+    handle = kube_pipeline.client.submit(request("undeletable", deadline_seconds=2))
+    name = created_job(kube_emulator, "undeletable")["metadata"]["name"]
+    outcome = handle.wait(timeout=60)
+    assert outcome.state is OutcomeState.DEADLINE_EXCEEDED
+    assert "the Job could NOT be deleted (Forbidden)" in outcome.message
+    assert "may not delete jobs" in outcome.message
+    assert kube_emulator.get_job(NS, name) is not None
