@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from scheduler.models import OutcomeState, WorkflowOutcome, WorkflowRequest, WorkflowStatus
-from workers.backends.base import BackendError, JobPhase, JobStatus
+from workers.backends.base import JobPhase, JobStatus
 
 REDACTED = "[redacted]"
 
@@ -80,7 +80,3 @@ def build(
         exit_code=status.exit_code,
         log_tail=scrub(log_tail, secrets),
     )
-
-
-def rejected(record: WorkflowStatus, error: BackendError, secrets: list[str]) -> WorkflowOutcome:
-    return build(record, OutcomeState.REJECTED, error.reason, error.message, secrets=secrets)

@@ -71,8 +71,7 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
         ref = ctx.backend.create(request, record.job_name)
     # Retrying cannot fix RBAC, a missing namespace or an invalid manifest: end it now.
     except PermanentError as exc:
-        ctx.records.finish(outcomes.rejected(record, exc, request.secret_values()))
-        log.warning("workflow %s rejected: %s", workflow_id, exc.reason)
+        _finish(ctx, record, request, OutcomeState.REJECTED, exc.reason, exc.message)
         return workflow_id
     # The API server is busy or unreachable: back off, within the retry limit.
     except TemporaryError as exc:
