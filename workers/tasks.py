@@ -356,5 +356,5 @@ def _detail(status: JobStatus) -> str:
     if status.waiting_reason:
         return f"pod waiting: {status.waiting_reason}"
     if status.phase is JobPhase.RUNNING:
-        return f"running (attempt {max(status.attempts, 1)})"
+        return f"pod running (attempt {max(status.attempts, 1)})"
     return "Job created, waiting for its pod"
