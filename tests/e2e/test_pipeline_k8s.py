@@ -170,7 +170,9 @@ def test_image_pull_backoff_ends_within_its_grace(k8s_pipeline: Pipeline, e2e: E
     started = time.monotonic()
     outcome = run(k8s_pipeline, workflow("e2e-pull", "imagepull"))
     assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "ImagePullBackOff")
-    assert time.monotonic() - started < 3 + 15  # grace 3 s, plus scheduling and one interval
+    # Grace 3 s (JOBFERRY_STARTUP_GRACE_SECONDS) against a 24 h deadline: generous slack for
+    # a loaded CI machine still proves it did not wait for the deadline.
+    assert time.monotonic() - started < 3 + 30
     assert "image_pull_secrets" in outcome.message
     assert job(e2e, "e2e-pull") is None
     wait_for(lambda: pods(e2e, "e2e-pull") == [], timeout=30)
