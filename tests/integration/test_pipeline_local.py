@@ -67,6 +67,32 @@ def test_resubmitting_the_same_request_runs_it_once(local_pipeline: Pipeline) ->
     assert Path(jobs_root, "runs.txt").read_text() == "ran\n"
 
 
+def test_cli_outcome_of_a_running_workflow_exits_2(local_pipeline: Pipeline) -> None:
+    client = local_pipeline.client
+    handle = client.submit(
+        WorkflowRequest(workflow_id="still-running", image="local", command=["sleep", "60"])
+    )
+    wait_for(lambda: "running" in handle.status().detail, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "workers", "outcome", "still-running"],
+        env=local_pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "has not finished yet" in result.stderr
+    cancelled = subprocess.run(
+        [sys.executable, "-m", "workers", "cancel", "still-running"],
+        env=local_pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cancelled.returncode == 0 and "cancelling still-running" in cancelled.stdout
+    assert handle.wait(timeout=30).state is OutcomeState.CANCELLED
+
+
 def test_cancel_stops_the_job(local_pipeline: Pipeline) -> None:
     client = local_pipeline.client
     handle = client.submit(
