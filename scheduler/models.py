@@ -11,7 +11,7 @@ import hashlib
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -40,8 +40,11 @@ class OutcomeState(str, Enum):
     REJECTED = "rejected"
 
 
-class SecretKeyRef(BaseModel):
+class _KeyRef(BaseModel):
+    """A key in a named Secret or ConfigMap."""
+
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    what: ClassVar[str]
 
     name: str
     key: str
@@ -50,30 +53,20 @@ class SecretKeyRef(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return validation.check_dns1123_subdomain(value, "secret name")
+        return validation.check_dns1123_subdomain(value, f"{cls.what} name")
 
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        return validation.check_config_key(value, "secret key")
+        return validation.check_config_key(value, f"{cls.what} key")
 
 
-class ConfigMapKeyRef(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+class SecretKeyRef(_KeyRef):
+    what = "secret"
 
-    name: str
-    key: str
-    optional: bool = False
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return validation.check_dns1123_subdomain(value, "config map name")
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str) -> str:
-        return validation.check_config_key(value, "config map key")
+class ConfigMapKeyRef(_KeyRef):
+    what = "config map"
 
 
 class EnvVar(BaseModel):

@@ -40,11 +40,10 @@ def backoff(attempt: int, base: float, cap: float, hint: float | None = None) ->
 def launch(self: Task[Any, Any], workflow_id: str) -> str:
     """Create the workflow's Job (or adopt it), then hand over to the status check."""
     ctx = context()
-    record = ctx.records.get(workflow_id)
-    if record is None or record.outcome is not None:
+    loaded = _unfinished(ctx, workflow_id)
+    if loaded is None:
         return workflow_id
-    request = ctx.records.get_request(workflow_id)
-    assert request is not None
+    record, request = loaded
     if record.cancel_requested:
         _finish(
             ctx,
@@ -111,13 +110,10 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
 def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
     """Look at the Job once; end the workflow, or come back after a growing countdown."""
     ctx = context()
-    record = ctx.records.get(workflow_id)
-    if record is None:
-        return None
-    if record.outcome is not None:
-        return record.outcome.model_dump(mode="json")
-    request = ctx.records.get_request(workflow_id)
-    assert request is not None
+    loaded = _unfinished(ctx, workflow_id)
+    if loaded is None:
+        return _stored_outcome(ctx, workflow_id)
+    record, request = loaded
     try:
         return _check_once(self, ctx, record, request)
     # A slow or restarting API server must not end a workflow: look again later.
@@ -223,13 +219,10 @@ def _judge(
 def cancel(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
     """Delete the Job now and store the `cancelled` outcome (the status check then returns it)."""
     ctx = context()
-    record = ctx.records.get(workflow_id)
-    if record is None:
-        return None
-    if record.outcome is not None:
-        return record.outcome.model_dump(mode="json")
-    request = ctx.records.get_request(workflow_id)
-    assert request is not None
+    loaded = _unfinished(ctx, workflow_id)
+    if loaded is None:
+        return _stored_outcome(ctx, workflow_id)
+    record, request = loaded
     try:
         return _cancelled(ctx, record, request)
     # The API server is unavailable: the delete must still happen, so try again.
@@ -250,6 +243,25 @@ def _cancelled(
         "Cancelled",
         "cancelled by request; the Job and its pods were deleted",
     )
+
+
+def _unfinished(
+    ctx: WorkerContext, workflow_id: str
+) -> tuple[WorkflowStatus, WorkflowRequest] | None:
+    """The record and request of a workflow still to be worked on; None when it has ended."""
+    record = ctx.records.get(workflow_id)
+    if record is None or record.outcome is not None:
+        return None
+    request = ctx.records.get_request(workflow_id)
+    assert request is not None, f"record of {workflow_id} has no request"
+    return record, request
+
+
+def _stored_outcome(ctx: WorkerContext, workflow_id: str) -> dict[str, Any] | None:
+    record = ctx.records.get(workflow_id)
+    if record is None or record.outcome is None:
+        return None
+    return record.outcome.model_dump(mode="json")
 
 
 def _stop(
