@@ -14,12 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -153,14 +156,15 @@ def redis_server() -> Iterator[RedisServer]:
             server.stop()
 
 
-def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.1) -> object:
-    """Poll `predicate()` until it returns something truthy; fail with a clear message."""
-    assert callable(predicate)
-    give_up = time.monotonic() + timeout
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1
+) -> T:
+    """Poll `probe` until it returns something truthy; fail the test with `what` on timeout."""
+    deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        value = probe()
         if value:
             return value
-        if time.monotonic() > give_up:
-            pytest.fail(f"condition not met within {timeout} s: {predicate}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)

@@ -28,7 +28,7 @@ from tests.e2e.conftest import (
     WORKER_NAMESPACE,
     grant,
 )
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, print_logs_if_failed
 from tests.k8senv.behaviours import BEHAVIOUR_LABEL
 from tests.services import missing, wait_for
 
@@ -40,9 +40,7 @@ def _worker_logs_on_failure(
     request: pytest.FixtureRequest, k8s_pipeline: Pipeline
 ) -> Iterator[None]:
     yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(k8s_pipeline.worker_logs()[-30000:])
+    print_logs_if_failed(request, k8s_pipeline)
 
 
 def workflow(
@@ -163,7 +161,7 @@ def test_workflow_deadline_deletes_the_job_and_leaves_no_pod(
     outcome = run(k8s_pipeline, workflow("e2e-deadline", "run-forever", deadline_seconds=6))
     assert (outcome.state, outcome.reason) == (OutcomeState.DEADLINE_EXCEEDED, "DeadlineExceeded")
     assert job(e2e, "e2e-deadline") is None
-    wait_for(lambda: pods(e2e, "e2e-deadline") == [], timeout=30)
+    wait_for("no pod left", lambda: pods(e2e, "e2e-deadline") == [], timeout=30)
 
 
 def test_image_pull_backoff_ends_within_its_grace(k8s_pipeline: Pipeline, e2e: E2E) -> None:
@@ -175,7 +173,7 @@ def test_image_pull_backoff_ends_within_its_grace(k8s_pipeline: Pipeline, e2e: E
     assert time.monotonic() - started < 3 + 30
     assert "image_pull_secrets" in outcome.message
     assert job(e2e, "e2e-pull") is None
-    wait_for(lambda: pods(e2e, "e2e-pull") == [], timeout=30)
+    wait_for("no pod left", lambda: pods(e2e, "e2e-pull") == [], timeout=30)
 
 
 def test_oom_killed_is_the_reason(k8s_pipeline: Pipeline, e2e: E2E) -> None:
@@ -208,19 +206,19 @@ def test_ttl_cleanup_keeps_the_log_tail_in_the_outcome(k8s_pipeline: Pipeline, e
         ),
     )
     assert outcome.state is OutcomeState.SUCCEEDED
-    wait_for(lambda: job(e2e, "e2e-ttl") is None, timeout=60)
+    wait_for("TTL cleanup of the Job", lambda: job(e2e, "e2e-ttl") is None, timeout=60)
     again = k8s_pipeline.client.outcome("e2e-ttl")
     assert again is not None and "evidence that must survive" in again.log_tail
 
 
 def test_cancel_removes_the_job_and_its_pods(k8s_pipeline: Pipeline, e2e: E2E) -> None:
     handle = k8s_pipeline.client.submit(workflow("e2e-cancel", "run-forever"))
-    wait_for(lambda: "running" in handle.status().detail, timeout=60)
+    wait_for("the pod running", lambda: "running" in handle.status().detail, timeout=60)
     handle.cancel()
     outcome = handle.wait(timeout=60)
     assert (outcome.state, outcome.reason) == (OutcomeState.CANCELLED, "Cancelled")
     assert job(e2e, "e2e-cancel") is None
-    wait_for(lambda: pods(e2e, "e2e-cancel") == [], timeout=30)
+    wait_for("no pod left", lambda: pods(e2e, "e2e-cancel") == [], timeout=30)
 
 
 def test_missing_namespace_with_the_shipped_role_is_forbidden(
@@ -277,7 +275,7 @@ def test_redelivered_launch_leaves_exactly_one_job(k8s_pipeline: Pipeline, e2e: 
     handle = k8s_pipeline.client.submit(
         workflow("e2e-twice", "succeed", annotations={"jobferry.test/duration": "4s"})
     )
-    wait_for(lambda: job(e2e, "e2e-twice"), timeout=60)
+    wait_for("the Job created", lambda: job(e2e, "e2e-twice"), timeout=60)
     # The same launch message handled a second time, as Redis does after a lost ack.
     again = k8s_pipeline.client.celery.send_task(LAUNCH_TASK, args=["e2e-twice"])
     assert again.get(timeout=60) == "e2e-twice"

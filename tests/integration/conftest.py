@@ -56,6 +56,21 @@ def _overrides(env: dict[str, str]) -> dict[str, object]:
     return {k.removeprefix("JOBFERRY_").lower(): v for k, v in env.items()}
 
 
+def print_logs_if_failed(request: pytest.FixtureRequest, pipeline: Pipeline) -> None:
+    """Show the workers' logs under a failed test: they say what the pipeline did."""
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(pipeline.worker_logs()[-30000:])
+
+
+def serve(pipeline: Pipeline, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
+    """One worker for the duration of a test."""
+    pipeline.start_worker()
+    yield pipeline
+    pipeline.stop()
+    print_logs_if_failed(request, pipeline)
+
+
 @pytest.fixture
 def local_pipeline(
     redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -65,12 +80,7 @@ def local_pipeline(
         tmp_path / "logs",
         {"JOBFERRY_BACKEND": "local", "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs")},
     )
-    pipeline.start_worker()
-    yield pipeline
-    pipeline.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(pipeline.worker_logs()[-20000:])
+    yield from serve(pipeline, request)
 
 
 @pytest.fixture
@@ -88,9 +98,4 @@ def kube_pipeline(
         {"JOBFERRY_BACKEND": "kubernetes", "JOBFERRY_STARTUP_GRACE_SECONDS": "1"},
     )
     pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
-    pipeline.start_worker()
-    yield pipeline
-    pipeline.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(pipeline.worker_logs()[-20000:])
+    yield from serve(pipeline, request)

@@ -32,7 +32,7 @@ def request(workflow_id: str, **fields: Any) -> WorkflowRequest:
 
 def created_job(emulator: KubeEmulator, workflow_id: str) -> dict[str, Any]:
     name = job_name(workflow_id)
-    job = wait_for(lambda: emulator.get_job(NS, name), timeout=30)
+    job = wait_for(f"Job {name} created", lambda: emulator.get_job(NS, name), timeout=30)
     assert isinstance(job, dict)
     return job
 
@@ -160,7 +160,11 @@ def test_redelivered_launch_adopts_the_job_it_created(
     name = created_job(kube_emulator, "twice")["metadata"]["name"]
     # The same launch message handled a second time, as after a redelivery.
     kube_pipeline.client.celery.send_task(LAUNCH_TASK, args=["twice"])
-    wait_for(lambda: kube_emulator.count_requests("POST", r"/jobs$") == 2, timeout=30)
+    wait_for(
+        "the second create",
+        lambda: kube_emulator.count_requests("POST", r"/jobs$") == 2,
+        timeout=30,
+    )
     kube_emulator.add_pod_for_job(
         NS, name, phase="Succeeded", container_state=terminated(0, "Completed")
     )
@@ -180,7 +184,7 @@ def test_a_job_left_by_a_lost_delivery_is_adopted(
     wf = request("lost")
     _create_directly(kube_emulator_kubeconfig, build_job(wf, job_name("lost"), "jobferry"))
     handle = kube_pipeline.client.submit(wf)
-    wait_for(lambda: kube_emulator.count_requests("POST", r"/jobs$") >= 1, timeout=30)
+    wait_for("a create", lambda: kube_emulator.count_requests("POST", r"/jobs$") >= 1, timeout=30)
     kube_emulator.mark_job_succeeded(NS, job_name("lost"))
     assert handle.wait(timeout=60).state is OutcomeState.SUCCEEDED
     assert len(kube_emulator.list_jobs(NS)) == 1
@@ -269,7 +273,7 @@ def test_cancel_deletes_the_job_and_its_pods(
     name = created_job(kube_emulator, "stop-me")["metadata"]["name"]
     pod = kube_emulator.add_pod_for_job(NS, name, phase="Running", container_state={"running": {}})
     kube_emulator.set_pod_log(NS, pod, "working...\n")
-    wait_for(lambda: "running" in handle.status().detail, timeout=30)
+    wait_for("the pod running", lambda: "running" in handle.status().detail, timeout=30)
     handle.cancel()
     outcome = handle.wait(timeout=30)
     assert outcome.state is OutcomeState.CANCELLED
@@ -283,7 +287,7 @@ def test_job_deleted_by_someone_else(
 ) -> None:
     handle = kube_pipeline.client.submit(request("vanish"))
     name = created_job(kube_emulator, "vanish")["metadata"]["name"]
-    wait_for(lambda: handle.status().state.value == "running", timeout=30)
+    wait_for("state running", lambda: handle.status().state.value == "running", timeout=30)
     _delete_directly(kube_emulator_kubeconfig, name)
     outcome = handle.wait(timeout=30)
     assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "JobDeleted")

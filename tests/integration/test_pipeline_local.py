@@ -6,11 +6,23 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from scheduler import OutcomeState, WorkflowRequest, WorkflowState
 from scheduler.celeryconfig import outcome_task_id
 from tests.integration.conftest import Pipeline
 from tests.services import wait_for
+
+
+def jobferry(env: dict[str, str], *args: str, timeout: float = 90) -> CompletedProcess[str]:
+    """Run the `jobferry` CLI as a user does, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "workers", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_success_failure_and_deadline(local_pipeline: Pipeline) -> None:
@@ -72,23 +84,11 @@ def test_cli_outcome_of_a_running_workflow_exits_2(local_pipeline: Pipeline) -> 
     handle = client.submit(
         WorkflowRequest(workflow_id="still-running", image="local", command=["sleep", "60"])
     )
-    wait_for(lambda: "running" in handle.status().detail, timeout=30)
-    result = subprocess.run(
-        [sys.executable, "-m", "workers", "outcome", "still-running"],
-        env=local_pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    wait_for("the pod running", lambda: "running" in handle.status().detail, timeout=30)
+    result = jobferry(local_pipeline.env, "outcome", "still-running")
     assert result.returncode == 2
     assert "has not finished yet" in result.stderr
-    cancelled = subprocess.run(
-        [sys.executable, "-m", "workers", "cancel", "still-running"],
-        env=local_pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    cancelled = jobferry(local_pipeline.env, "cancel", "still-running")
     assert cancelled.returncode == 0 and "cancelling still-running" in cancelled.stdout
     assert handle.wait(timeout=30).state is OutcomeState.CANCELLED
 
@@ -98,7 +98,7 @@ def test_cancel_stops_the_job(local_pipeline: Pipeline) -> None:
     handle = client.submit(
         WorkflowRequest(workflow_id="long", image="local", command=["sleep", "120"])
     )
-    wait_for(lambda: "running" in handle.status().detail, timeout=30)
+    wait_for("the pod running", lambda: "running" in handle.status().detail, timeout=30)
     handle.cancel()
     outcome = handle.wait(timeout=30)
     assert outcome.state is OutcomeState.CANCELLED
@@ -107,43 +107,31 @@ def test_cancel_stops_the_job(local_pipeline: Pipeline) -> None:
 
 def test_cli_submit_wait_status_outcome(local_pipeline: Pipeline) -> None:
     env = local_pipeline.env
-    cli = [sys.executable, "-m", "workers"]
-    submitted = subprocess.run(
-        [
-            *cli,
-            "submit",
-            "--id",
-            "cli-1",
-            "--image",
-            "local",
-            "--wait",
-            "--json",
-            "--",
-            "sh",
-            "-c",
-            "echo from-cli",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
+    submitted = jobferry(
+        env,
+        "submit",
+        "--id",
+        "cli-1",
+        "--image",
+        "local",
+        "--wait",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo from-cli",
     )
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout)["log_tail"] == "from-cli\n"
-    status = subprocess.run([*cli, "status", "cli-1"], env=env, capture_output=True, text=True)
+    status = jobferry(env, "status", "cli-1")
     assert "cli-1: finished" in status.stdout
-    outcome = subprocess.run(
-        [*cli, "outcome", "cli-1", "--json"], env=env, capture_output=True, text=True
-    )
+    outcome = jobferry(env, "outcome", "cli-1", "--json")
     assert json.loads(outcome.stdout)["state"] == "succeeded"
-    missing = subprocess.run([*cli, "status", "no-such"], env=env, capture_output=True, text=True)
+    missing = jobferry(env, "status", "no-such")
     assert missing.returncode == 1
     assert "no workflow 'no-such'" in missing.stderr
-    bad = subprocess.run(
-        [*cli, "submit", "--id", "x", "--image", "local", "--memory-limit", "1GB", "--", "true"],
-        env=env,
-        capture_output=True,
-        text=True,
+    bad = jobferry(
+        env, "submit", "--id", "x", "--image", "local", "--memory-limit", "1GB", "--", "true"
     )
     assert bad.returncode == 1
     assert "memory_limit" in bad.stderr and "unknown suffix 'GB'" in bad.stderr
@@ -154,13 +142,7 @@ def test_worker_refuses_to_start_without_cluster_credentials(
 ) -> None:
     env = {**local_pipeline.env, "JOBFERRY_BACKEND": "kubernetes", "HOME": str(tmp_path)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "workers", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = jobferry(env, "worker", timeout=60)
     assert result.returncode == 1
     assert "no Kubernetes configuration found" in result.stderr
     assert f"{tmp_path}/.kube/config (no such file)" in result.stderr
@@ -168,13 +150,7 @@ def test_worker_refuses_to_start_without_cluster_credentials(
 
 def test_worker_refuses_to_start_without_redis(local_pipeline: Pipeline) -> None:
     env = {**local_pipeline.env, "JOBFERRY_REDIS_URL": "redis://:pw-123456@127.0.0.1:1/0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "workers", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = jobferry(env, "worker", timeout=60)
     assert result.returncode == 1
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in result.stderr
     assert "pw-123456" not in result.stderr

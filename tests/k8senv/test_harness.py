@@ -11,35 +11,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import kubernetes.config
 import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
-kubernetes = pytest.importorskip("kubernetes")
-from kubernetes import client as k8s  # noqa: E402
-from kubernetes.client.exceptions import ApiException  # noqa: E402
+from tests.services import wait_for
 
-from .behaviours import Behaviour, pod_metadata  # noqa: E402
-from .cluster import Cluster  # noqa: E402
-from .logs import DEFAULT_LOG_TEXT, write_cri_log  # noqa: E402
+from .behaviours import Behaviour, pod_metadata
+from .cluster import Cluster
+from .logs import DEFAULT_LOG_TEXT, write_cri_log
 
 pytestmark = pytest.mark.e2e
-
-T = TypeVar("T")
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.25
-) -> T:
-    """Poll `probe` until it returns something truthy; fail the test with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
