@@ -26,6 +26,7 @@ from kubernetes.client.rest import ApiException
 
 from ..k8senv.cluster import Cluster
 from . import DEFAULT_USER, KubeEmulator
+from .test_emulator import job_manifest as job
 
 pytestmark = pytest.mark.e2e
 Outcome = Any
@@ -44,23 +45,6 @@ class Side:
     start_pod: Callable[[str], None]
     """Make the Job's pod exist (the real Job controller does it by itself)."""
     real: bool
-
-
-def job(name: str, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "main", "image": "busybox:1.36"}],
-                }
-            },
-            **spec,
-        },
-    }
 
 
 def normalize(value: Any) -> Any:
