@@ -25,9 +25,12 @@ LABEL org.opencontainers.image.title="jobferry" \
       org.opencontainers.image.description="Run long, heavy work as Kubernetes Jobs from a Celery task queue on Redis." \
       org.opencontainers.image.licenses="Apache-2.0"
 # A fixed numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER.
+# /var/lib/jobferry is the user's own, so a volume mounted there (docker-compose.yml keeps the
+# local backend's state in one) starts out writable by it.
 RUN groupadd --system --gid 10001 jobferry \
     && useradd --system --uid 10001 --gid jobferry --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin jobferry
+       --home-dir /nonexistent --shell /usr/sbin/nologin jobferry \
+    && install -d -o jobferry -g jobferry -m 0750 /var/lib/jobferry
 COPY --from=builder /opt/jobferry /opt/jobferry
 # Bytecode was compiled at install time; nothing is written at run time, so the root
 # filesystem can be read-only. HOME points at /tmp, the one writable place (an emptyDir in k8s/).
