@@ -132,3 +132,15 @@ def test_the_kind_override_runs_kubernetes_jobs_from_a_mounted_kubeconfig() -> N
         assert mounted[service["environment"]["JOBFERRY_KUBECONFIG"]]["read_only"] is True
         assert "kind" in service["networks"]
         assert "pid" not in service, "no shared pid namespace is needed for cluster Jobs"
+
+
+def test_the_local_backend_state_is_shared_by_both_worker_pools() -> None:
+    """With the local backend the status worker checks the launch worker's subprocesses."""
+    result = compose_config(FILE_SETS["laptop"], FLOWER_BASIC_AUTH="admin:test-only")
+    services = json.loads(result.stdout)["services"]
+    launch, status = services["worker-launch"], services["worker-status"]
+    assert status["pid"] == "service:worker-launch"
+    for service in (launch, status):
+        state = Path(service["environment"]["JOBFERRY_LOCAL_STATE_DIR"])
+        (volume,) = [v for v in service["volumes"] if state.is_relative_to(v["target"])]
+        assert (volume["type"], volume["source"]) == ("volume", "jobferry-state")
