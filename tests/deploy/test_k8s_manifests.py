@@ -5,6 +5,7 @@ tests/e2e/test_kustomize.py sends the same output to a real API server (server-s
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -224,3 +225,33 @@ def test_only_the_namespace_reaches_redis_and_flower(
         component = spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
         guarded[component] = [p["port"] for rule in spec["ingress"] for p in rule["ports"]]
     assert guarded == {"redis": [6379], "flower": [5555]}
+
+
+def test_the_readme_names_only_objects_the_base_has(
+    objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """Every `kind/name` in the README's kubectl commands, and the Secrets it says to create."""
+    readme = (ROOT / "README.md").read_text()
+    kinds = {"deployment": "Deployment", "statefulset": "StatefulSet", "service": "Service"}
+    named = set(re.findall(r"\b(deployment|statefulset|service)/([a-z0-9-]+)", readme))
+    assert named, "the README lost its kubectl commands"
+    missing_objects = {f"{k}/{n}" for k, n in named if (kinds[k], n) not in objects}
+    assert missing_objects == set()
+
+    secrets = {}
+    for doc in workloads(objects).values():
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    secrets[ref["name"]] = ref["key"]
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    secrets.setdefault(source["secretRef"]["name"], "JOBFERRY_REDIS_URL")
+    assert secrets == {
+        "jobferry-flower-auth": "FLOWER_BASIC_AUTH",
+        "jobferry-redis": "JOBFERRY_REDIS_URL",
+    }
+    for name, key in secrets.items():
+        create = rf"create secret generic {name}\s*(\\\s*)?--from-literal={key}="
+        assert re.search(create, readme), f"the README must say how to create Secret {name}"
