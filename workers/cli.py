@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -251,6 +252,44 @@ def worker(
     app.worker_main(
         ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E", *celery_args]
     )
+
+
+@main.command()
+@click.option(
+    "-d",
+    "--destination",
+    help="Worker node name; default: celery@<this host's name>, the name `jobferry worker` takes.",
+)
+@click.option(
+    "--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for a reply."
+)
+@friendly_errors
+def ping(destination: str | None, timeout: float) -> None:
+    """Exit 0 if this host's worker answers through the broker (liveness/readiness probe)."""
+    from celery.utils.nodenames import default_nodename
+    from kombu.exceptions import OperationalError
+
+    from scheduler.celeryconfig import make_celery
+
+    settings = load_settings()
+    node = destination or default_nodename("")
+    app = make_celery(settings)
+    try:
+        with app.connection_for_write() as connection:
+            # One bounded attempt: a probe that hangs on a dead broker tells nothing.
+            connection.ensure_connection(max_retries=1, timeout=math.ceil(timeout))
+            replies = app.control.ping(destination=[node], timeout=timeout, connection=connection)
+    # Redis refused or timed out: the worker cannot be taking tasks either.
+    except (OperationalError, OSError) as exc:
+        fail(f"cannot reach the broker at {redact_url(settings.redis_url)}: {exc}")
+    finally:
+        app.close()
+    if not any(node in reply for reply in replies or []):
+        fail(
+            f"{node} did not answer within {timeout:g} s: is `jobferry worker` running on this "
+            f"host, consuming from {redact_url(settings.redis_url)}?"
+        )
+    stdout.print(f"{node}: pong", highlight=False)
 
 
 @main.command()
