@@ -122,13 +122,7 @@ class Schedule(BaseModel):
 
     def next_slot(self, after: datetime) -> datetime:
         """The first slot strictly after `after`."""
-        if self.every is not None:
-            step = self.every
-            index = int(after.timestamp() // step) + 1
-            return datetime.fromtimestamp(index * step, UTC)
-        start, delta, _ = parse_cron(self.cron or "").remaining_delta(after, tz=UTC)
-        slot: datetime = (start + delta).astimezone(UTC)
-        return slot
+        return slot_after(parse_cron(self.cron) if self.cron else float(self.every or 0), after)
 
     def latest_slot(self, after: datetime, now: datetime) -> datetime | None:
         """The latest slot in (after, now], or None: missed slots are not run one by one."""
@@ -151,6 +145,16 @@ class Schedule(BaseModel):
         """The workflow request of one slot: the same for every submission of that slot."""
         fields = {**self.request.model_dump(), "workflow_id": self.workflow_id(slot)}
         return WorkflowRequest.model_validate(fields)
+
+
+def slot_after(timing: crontab | float, after: datetime) -> datetime:
+    """The first slot strictly after `after` of a crontab, or of an interval in seconds."""
+    after = after.astimezone(UTC)
+    if isinstance(timing, crontab):
+        start, delta, _ = timing.remaining_delta(after, tz=UTC)
+        slot: datetime = (start + delta).astimezone(UTC)
+        return slot
+    return datetime.fromtimestamp((after.timestamp() // timing + 1) * timing, UTC)
 
 
 def parse_cron(expression: str) -> crontab:

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from redbeat import RedBeatScheduler
+from celery.schedules import crontab
+from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry
 
 from scheduler.client import Jobferry
 from scheduler.errors import WorkflowConflictError
-from scheduler.schedules import Schedule, load_schedules
+from scheduler.schedules import Schedule, load_schedules, slot_after
 from scheduler.settings import Settings, load_settings
 
 log = logging.getLogger("jobferry.beat")
@@ -74,8 +75,26 @@ def prepare(app: Celery, settings: Settings, schedules: list[Schedule]) -> None:
     app.conf.beat_schedule = {**(app.conf.beat_schedule or {}), **schedule_entries(schedules)}
 
 
+class JobferryEntry(RedBeatSchedulerEntry):  # type: ignore[misc]
+    """A RedBeat entry whose time in Redis is its next slot exactly.
+
+    RedBeat files each entry in Redis under the time it is due, and loads only the entries due
+    before the next tick. Its own estimate for an interval counts from the last run; slots are
+    on the interval's grid, so a schedule created at 10:30 with `every: 1h` is due at 11:00.
+    """
+
+    @property
+    def due_at(self) -> datetime | None:
+        if self.task != SCHEDULED_TASK or self.last_run_at is None:
+            return super().due_at  # type: ignore[no-any-return]
+        timing = self.schedule if isinstance(self.schedule, crontab) else self.schedule.seconds
+        return slot_after(timing, self.last_run_at)
+
+
 class JobferryScheduler(RedBeatScheduler):  # type: ignore[misc]
     """RedBeat, with schedule entries that submit one workflow per slot."""
+
+    Entry = JobferryEntry
 
     def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
         if SCHEDULES_KEY not in app.conf:
