@@ -12,6 +12,7 @@ import re
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def test_two_beats_start_exactly_one_workflow_per_slot_and_fail_over(
     # Each workflow ran exactly once: one line per workflow, however many beats fired.
     assert runs.read_text().count("run\n") == len(ids)
     # Slots follow each other on the grid; the only gap is the lock lapsing after the kill.
-    gaps = [(b - a).total_seconds() for a, b in zip(slots, slots[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in pairwise(slots)]
     assert sum(gap > INTERVAL for gap in gaps) <= 1, gaps
     assert all(gap <= 30 for gap in gaps), gaps
     submitted = {
