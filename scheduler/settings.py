@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     beat_lock_timeout_seconds: int = Field(default=60, ge=5)
     """Beat's Redis lock lapses unless renewed within this; a standby beat takes over, seconds."""
 
-    soft_shutdown_seconds: float = Field(default=30.0, ge=0)
-    """On SIGTERM a worker lets running tasks finish this long, then requeues the rest; seconds."""
+    soft_shutdown_seconds: float = Field(default=20.0, ge=0)
+    """On SIGTERM a worker lets running tasks finish this long, then requeues them; 0: no limit."""
 
     @field_validator("app_label")
     @classmethod

@@ -246,6 +246,13 @@ def worker(
 
     settings = load_settings()
     preflight(settings)
+    if settings.soft_shutdown_seconds > 0:
+        # Celery's warm shutdown waits for running tasks without limit, and a pod killed after
+        # its grace period leaves every message it held (status checks in countdown included)
+        # unacked until the visibility timeout. Mapped to Celery's cold shutdown, SIGTERM gives
+        # running tasks `soft_shutdown_seconds`, then requeues them and every held message.
+        # Billiard reads this when it is first imported, which is below.
+        os.environ["REMAP_SIGTERM"] = "SIGQUIT"
     from workers.app import app
 
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"
