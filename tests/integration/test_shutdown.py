@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from scheduler import OutcomeState, WorkflowRequest
-from scheduler.celeryconfig import outcome_task_id
+from scheduler.celeryconfig import launch_task_id, outcome_task_id
+from scheduler.naming import job_name
 from tests.integration.conftest import make_pipeline, print_logs_if_failed
+from tests.kube_emulator import KubeEmulator
 from tests.services import wait_for
 
 WORKFLOWS = [f"held-{n}" for n in range(5)]
@@ -84,6 +87,58 @@ def test_sigterm_hands_back_held_status_checks(
         for workflow_id in WORKFLOWS:
             # One outcome each: no check ran twice to the end.
             assert logs.count(f"workflow {workflow_id} finished:") == 1, workflow_id
+    finally:
+        pipeline.stop()
+        print_logs_if_failed(request, pipeline)
+
+
+def test_sigterm_requeues_a_task_still_running_after_the_soft_limit(
+    redis_url: str,
+    kube_emulator: KubeEmulator,
+    kube_emulator_kubeconfig: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A launch stuck on a slow API server is cut off after the limit and runs again later."""
+    pipeline = make_pipeline(
+        redis_url,
+        tmp_path / "logs",
+        {
+            "JOBFERRY_BACKEND": "kubernetes",
+            "JOBFERRY_API_TIMEOUT_SECONDS": "120",
+            "JOBFERRY_SOFT_SHUTDOWN_SECONDS": "3",
+        },
+    )
+    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
+    stall = 90.0
+    kube_emulator.delay_next("POST", r"/jobs$", stall)
+    try:
+        first = pipeline.start_worker()
+        pipeline.client.submit(
+            WorkflowRequest(workflow_id="slow-create", image="busybox:1.36", command=["true"])
+        )
+        inspect = pipeline.client.celery.control.inspect(timeout=5, limit=1)
+
+        def launching() -> bool:
+            active = inspect.active() or {}
+            ids = {task["id"] for tasks in active.values() for task in tasks}
+            return launch_task_id("slow-create") in ids
+
+        wait_for("the launch to hang on the stalled create", launching, timeout=60)
+        assert first.process is not None
+        started = time.monotonic()
+        os.killpg(first.process.pid, signal.SIGTERM)
+        first.process.wait(timeout=stall)
+        # It did not wait for the stalled request to end.
+        assert time.monotonic() - started < stall - 30
+        assert "Initiating Soft Shutdown, terminating in 3.0 seconds" in first.log()
+
+        pipeline.start_worker()
+        name = job_name("slow-create")
+        wait_for("the launch to run again", lambda: kube_emulator.get_job("default", name), 60)
+        kube_emulator.mark_job_succeeded("default", name)
+        outcome = pipeline.client.wait("slow-create", timeout=120)
+        assert outcome.state is OutcomeState.SUCCEEDED
     finally:
         pipeline.stop()
         print_logs_if_failed(request, pipeline)
