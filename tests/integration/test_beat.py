@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -22,12 +23,16 @@ import yaml
 from redbeat.decoder import RedBeatJSONEncoder
 
 from scheduler import OutcomeState
+from scheduler.celeryconfig import make_celery
 from scheduler.records import KEY_PREFIX
 from scheduler.schedules import Schedule
+from scheduler.settings import load_settings
 from tests.integration.conftest import Pipeline
 from tests.services import CliProcess, wait_for
+from workers.beat import JobferryScheduler, prepare
 
 INTERVAL = 2
+QUEUE = "jobferry.launch"
 
 
 def write_schedules(path: Path, *entries: dict[str, Any]) -> Path:
@@ -168,3 +173,27 @@ def test_a_slot_submitted_again_is_a_no_op(
     assert "Message Error" not in beat.log() and "Traceback" not in beat.log()
     assert scheduled_ids(redis_client, "hourly") == [handle.workflow_id]
     assert runs.read_text() == "run\n"
+
+
+def test_the_apps_own_beat_entries_run_beside_the_schedules(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """An ordinary `beat_schedule` entry (a reconciler, say) is sent as a task, as Celery does."""
+    settings = load_settings(environ={}, redis_url=redis_url)
+    app = make_celery(settings)
+    app.conf.beat_schedule = {"reconcile": {"task": "jobferry.test-reconcile", "schedule": 1.0}}
+    every = {"name": "every", "every": 1, "request": {"image": "local", "command": ["true"]}}
+    prepare(app, settings, [Schedule.model_validate(every)])
+    scheduler = JobferryScheduler(app=app)
+    # The lock is taken by beat's start-up signal, which does not fire for a bare scheduler.
+    scheduler.lock_key = None
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 4.5:
+            time.sleep(min(scheduler.tick(), 0.2))
+    finally:
+        scheduler.close()
+        app.close()
+    sent = [json.loads(raw)["headers"]["task"] for raw in redis_client.lrange(QUEUE, 0, -1)]
+    assert sent.count("jobferry.test-reconcile") >= 2, sent
+    assert len(scheduled_ids(redis_client, "every")) >= 2
