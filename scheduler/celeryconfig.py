@@ -59,6 +59,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             CHECK_TASK: {"queue": settings.status_queue},
         },
         "worker_hijack_root_logger": False,
+        # SIGTERM: running tasks get this long, then they are requeued (see workers/cli.py).
+        "worker_soft_shutdown_timeout": settings.soft_shutdown_seconds,
         "enable_utc": True,
     }
 

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     local_state_dir: Path = Path("/tmp/jobferry-local")
     """Where the `local` backend keeps each Job's state and log."""
 
+    schedules_file: Path | None = None
+    """YAML file of periodic workflows that `jobferry beat` submits; default: none."""
+
+    beat_lock_timeout_seconds: int = Field(default=60, ge=5)
+    """Beat's Redis lock lapses unless renewed within this; a standby beat takes over, seconds."""
+
+    soft_shutdown_seconds: float = Field(default=20.0, ge=0)
+    """On SIGTERM a worker lets running tasks finish this long, then requeues them; 0: no limit."""
+
     @field_validator("app_label")
     @classmethod
     def _app_label(cls, value: str) -> str:

@@ -17,12 +17,15 @@ from scheduler.records import RecordStore
 from scheduler.settings import Settings, load_settings
 from workers.backends import make_backend
 from workers.backends.base import JobBackend
+from workers.beat import beat_config
 
 log = logging.getLogger("jobferry")
 
 settings = load_settings()
 app = make_celery(settings)
 app.conf.include = ["workers.tasks"]
+# `celery -A workers.app beat` runs RedBeat too, with the schedules of JOBFERRY_SCHEDULES_FILE.
+app.conf.update(beat_config(settings))
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -246,6 +247,13 @@ def worker(
 
     settings = load_settings()
     preflight(settings)
+    if settings.soft_shutdown_seconds > 0:
+        # Celery's warm shutdown waits for running tasks without limit, and a pod killed after
+        # its grace period leaves every message it held (status checks in countdown included)
+        # unacked until the visibility timeout. Mapped to Celery's cold shutdown, SIGTERM gives
+        # running tasks `soft_shutdown_seconds`, then requeues them and every held message.
+        # Billiard reads this when it is first imported, which is below.
+        os.environ["REMAP_SIGTERM"] = "SIGQUIT"
     from workers.app import app
 
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"
@@ -290,6 +298,52 @@ def ping(destination: str | None, timeout: float) -> None:
             f"host, consuming from {redact_url(settings.redis_url)}?"
         )
     stdout.print(f"{node}: pong", highlight=False)
+
+
+@main.command()
+@click.option(
+    "--schedules",
+    "schedules_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Schedules file (YAML); default: JOBFERRY_SCHEDULES_FILE.",
+)
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@friendly_errors
+def beat(schedules_path: Path | None, loglevel: str) -> None:
+    """Run beat: submit the schedules file's workflows, one per slot, however many beats run."""
+    from scheduler.schedules import load_schedules
+
+    settings = load_settings()
+    path = schedules_path or settings.schedules_file
+    # The whole file is checked before beat starts, so a bad entry never waits for its slot.
+    schedules = load_schedules(path) if path is not None else []
+    if not schedules:
+        stderr.print("no schedules file given: beat runs only the app's own beat entries")
+    from workers.app import app
+    from workers.beat import prepare
+
+    prepare(app, settings, schedules)
+    app.Beat(loglevel=loglevel).run()
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Run without authentication (only behind a proxy that authenticates).",
+)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@friendly_errors
+def flower(port: int, address: str, no_auth: bool, flower_args: tuple[str, ...]) -> None:
+    """Run Flower for jobferry's workers, with basic auth from FLOWER_BASIC_AUTH (user:password)."""
+    from workers.monitor import flower_argv
+
+    argv = flower_argv(os.environ, port=port, address=address, no_auth=no_auth)
+    from workers.app import app
+
+    app.start(["flower", *argv, *flower_args])
 
 
 @main.command()
