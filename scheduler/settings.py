@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     local_state_dir: Path = Path("/tmp/jobferry-local")
     """Where the `local` backend keeps each Job's state and log."""
 
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
+    """Port of the worker's Prometheus `/metrics` endpoint (all interfaces); 0 disables it."""
+
+    log_format: Literal["text", "json"] = "text"
+    """Worker log lines: `text`, or `json` (one object a line, with workflow_id and trace_id)."""
+
     @field_validator("app_label")
     @classmethod
     def _app_label(cls, value: str) -> str:
