@@ -149,6 +149,22 @@ def depth(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> int:
     return level
 
 
+def tree(spans: list[ReceivedSpan]) -> str:
+    """The trace as an indented outline (printed, so a failing test shows it)."""
+    by_id = parents(spans)
+    lines: list[str] = []
+
+    def show(parent: str, level: int) -> None:
+        for span in spans:
+            root = level == 0 and span.parent_id not in by_id
+            if span.parent_id == parent or root:
+                lines.append(f"{'  ' * level}{span.name} [{span.service}] status={span.status_code}")
+                show(span.span_id, level + 1)
+
+    show("", 0)
+    return "\n".join(lines)
+
+
 def one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, f"{len(found)} spans named {name}: {[s.name for s in spans]}"
@@ -170,6 +186,7 @@ def test_one_trace_from_submit_to_outcome(
     assert observed.client.wait("traced-ok", timeout=60).state is OutcomeState.SUCCEEDED
 
     spans = trace_of(receiver, "traced-ok")
+    print(tree(spans))
     by_id = parents(spans)
     submit = one(spans, "jobferry.submit")
     assert (submit.service, submit.parent_id) == ("jobferry-producer", "")
@@ -227,6 +244,7 @@ def test_failed_workflow_error_logs_and_no_secret_anywhere(
     assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "BackoffLimitExceeded")
 
     spans = trace_of(receiver, "traced-bad")
+    print(tree(spans))
     failed = one(spans, "jobferry.outcome")
     assert failed.status_code == STATUS_ERROR
     assert failed.status_message == "failed: BackoffLimitExceeded"
