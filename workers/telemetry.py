@@ -251,17 +251,19 @@ def workflow_finished(outcome: WorkflowOutcome, stored: WorkflowOutcome) -> None
     }
     if stored.exit_code is not None:
         attributes["workflow.exit_code"] = str(stored.exit_code)
+    failed = stored.state in ERROR_STATES
+    error = Status(StatusCode.ERROR, f"{stored.state.value}: {stored.reason}")
     with tracer.start_as_current_span("jobferry.outcome", attributes=attributes) as span:
-        if stored.state in ERROR_STATES:
+        if failed:
+            span.set_status(error)
             # The message is scrubbed already (workers/outcomes.py).
-            description = f"{stored.state.value}: {stored.reason}"
-            span.set_status(Status(StatusCode.ERROR, description))
             span.add_event(
                 "exception",
                 {"exception.type": "WorkflowFailed", "exception.message": stored.message},
             )
-    if stored.state in ERROR_STATES:
-        trace.get_current_span().set_status(Status(StatusCode.ERROR, description))
+    if failed:
+        # The task that ended the workflow shows as failed too.
+        trace.get_current_span().set_status(error)
     if stored != outcome:
         return
     WORKFLOWS_FINISHED.labels(stored.state.value, stored.reason).inc()

@@ -158,7 +158,9 @@ def tree(spans: list[ReceivedSpan]) -> str:
         for span in spans:
             root = level == 0 and span.parent_id not in by_id
             if span.parent_id == parent or root:
-                lines.append(f"{'  ' * level}{span.name} [{span.service}] status={span.status_code}")
+                lines.append(
+                    f"{'  ' * level}{span.name} [{span.service}] status={span.status_code}"
+                )
                 show(span.span_id, level + 1)
 
     show("", 0)
@@ -227,7 +229,9 @@ def test_one_trace_from_submit_to_outcome(
 
     # The Job's container continues the same trace, under the launch span.
     job = created_job(kube_emulator, "traced-ok")
-    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     version, trace_id, parent_id, _flags = env["TRACEPARENT"].split("-")
     assert (version, trace_id, parent_id) == ("00", submit.trace_id, launch.span_id)
 
@@ -335,3 +339,27 @@ def test_metrics_count_real_workflows(observed: Pipeline, kube_emulator: KubeEmu
     assert value(samples, "jobferry_job_run_seconds_count") == ran
     assert value(samples, "jobferry_job_time_to_running_seconds_count") == ran
     assert value(samples, "jobferry_status_check_lag_seconds_count") >= 1
+
+
+def test_an_api_error_is_recorded_on_its_span_scrubbed(
+    observed: Pipeline, kube_emulator: KubeEmulator, receiver: OtlpReceiver
+) -> None:
+    # The API server quotes the offending value back: it must not reach the span either.
+    message = f'Job.batch "x" is invalid: spec.template.spec.containers[0].env[0].value: "{SECRET}"'
+    kube_emulator.fail_next("POST", r"/jobs$", 422, reason="Invalid", message=message)
+    submit_from_cli(observed, "traced-invalid", f"API_TOKEN={SECRET}")
+    outcome = observed.client.wait("traced-invalid", timeout=60)
+    assert (outcome.state, outcome.reason) == (OutcomeState.REJECTED, "Invalid")
+
+    spans = trace_of(receiver, "traced-invalid")
+    print(tree(spans))
+    create = one(spans, "k8s create jobs")
+    assert create.status_code == STATUS_ERROR
+    assert create.attributes["http.response.status_code"] == 422
+    assert create.attributes["workflow.id"] == "traced-invalid"
+    (name, event), *_ = create.events
+    assert (name, event["exception.type"]) == ("exception", "Invalid")
+    assert "[redacted]" in event["exception.message"]
+    assert one(spans, "jobferry.outcome").status_message == "rejected: Invalid"
+    assert not [s.name for s in receiver.snapshot() if SECRET in s.text()]
+    assert SECRET not in observed.worker_logs()
