@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from celery import signals
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -256,7 +257,9 @@ def worker(
     from workers.app import app
 
     if settings.metrics_port:
-        _serve_metrics(settings)
+        # Once the pool's children are forked (they need no copy of the listening socket)
+        # and logging is set up (the line saying where metrics are is in the log).
+        signals.worker_ready.connect(lambda **_: _serve_metrics(settings), weak=False)
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"
     app.worker_main(
         ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E", *celery_args]
