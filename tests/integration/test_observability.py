@@ -8,6 +8,7 @@ JSON logs. The Kubernetes API is the emulator, moved by the test like a Job cont
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -363,3 +364,32 @@ def test_an_api_error_is_recorded_on_its_span_scrubbed(
     assert one(spans, "jobferry.outcome").status_message == "rejected: Invalid"
     assert not [s.name for s in receiver.snapshot() if SECRET in s.text()]
     assert SECRET not in observed.worker_logs()
+
+
+def test_a_taken_metrics_port_is_logged_and_the_worker_works_on(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        pipeline = make_pipeline(
+            redis_url,
+            tmp_path / "logs",
+            {
+                "JOBFERRY_BACKEND": "local",
+                "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs"),
+                "JOBFERRY_METRICS_PORT": str(port),
+            },
+        )
+        pipeline.start_worker()
+        try:
+            request = WorkflowRequest(workflow_id="unmetered", image="-", command=["true"])
+            outcome = pipeline.client.submit(request).wait(timeout=60)
+            assert outcome.state is OutcomeState.SUCCEEDED
+            wait_for(
+                "the log line about the port",
+                lambda: f"cannot serve /metrics on port {port}" in pipeline.worker_logs(),
+            )
+        finally:
+            pipeline.stop()
