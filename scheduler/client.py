@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import redis
 from celery import Celery
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from scheduler import tracing
@@ -132,8 +133,18 @@ class Jobferry:
         Cancelling a finished workflow changes nothing and returns its status.
         """
         status = self.status(workflow_id)
-        if self.records.request_cancel(workflow_id):
-            self.celery.send_task(CANCEL_TASK, args=[workflow_id])
+        carrier = self._redis_call(lambda: self.records.trace_carrier(workflow_id))
+        # In the workflow's own trace, linked to the caller's span if there is one.
+        caller = trace.get_current_span().get_span_context()
+        with tracing.tracer.start_as_current_span(
+            "jobferry.cancel",
+            context=tracing.context_from(carrier),
+            kind=SpanKind.PRODUCER,
+            attributes={tracing.WORKFLOW_ID: workflow_id},
+            links=[trace.Link(caller)] if caller.is_valid else None,
+        ):
+            if self.records.request_cancel(workflow_id):
+                self.celery.send_task(CANCEL_TASK, args=[workflow_id])
         return self.records.get(workflow_id) or status
 
     def wait(

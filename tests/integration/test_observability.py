@@ -393,3 +393,33 @@ def test_a_taken_metrics_port_is_logged_and_the_worker_works_on(
             )
         finally:
             pipeline.stop()
+
+
+def test_a_cancel_joins_the_workflows_trace(
+    observed: Pipeline, kube_emulator: KubeEmulator, receiver: OtlpReceiver
+) -> None:
+    submit_from_cli(observed, "traced-cancel")
+    created_job(kube_emulator, "traced-cancel")
+    wait_for("a status check", lambda: checks_of(kube_emulator, "traced-cancel") >= 1, 60)
+    subprocess.run(
+        [sys.executable, "-m", "workers", "cancel", "traced-cancel"],
+        env=observed.env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert observed.client.wait("traced-cancel", timeout=60).state is OutcomeState.CANCELLED
+
+    spans = trace_of(receiver, "traced-cancel")
+    print(tree(spans))
+    by_id = parents(spans)
+    submit = one(spans, "jobferry.submit")
+    cancel = one(spans, "jobferry.cancel")
+    assert (cancel.parent_id, cancel.service) == (submit.span_id, "jobferry-producer")
+    run = one(spans, "run/jobferry.cancel")
+    assert by_id[run.parent_id].parent_id == cancel.span_id
+    assert one(spans, "k8s delete jobs").parent_id == run.span_id
+    outcome = one(spans, "jobferry.outcome")
+    assert (outcome.parent_id, outcome.attributes["workflow.state"]) == (run.span_id, "cancelled")
+    assert outcome.status_code != STATUS_ERROR
