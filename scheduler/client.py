@@ -7,13 +7,17 @@ the environment, for callers who need nothing else.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import redis
 from celery import Celery
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
+from scheduler import tracing
 from scheduler.celeryconfig import (
     CANCEL_TASK,
     CHECK_TASK,
@@ -29,6 +33,7 @@ from scheduler.errors import (
     WorkflowNotFoundError,
 )
 from scheduler.models import WorkflowOutcome, WorkflowRequest, WorkflowStatus
+from scheduler.naming import job_name
 from scheduler.records import RecordStore
 from scheduler.settings import Settings, load_settings, redact_url
 
@@ -47,6 +52,10 @@ class Jobferry:
             self._redis, self.settings.outcome_ttl_seconds, self.settings.app_label
         )
         self._celery: Celery | None = None
+        # Export when OTEL_EXPORTER_OTLP_ENDPOINT is set, unless the application has its own
+        # TracerProvider; publishing is traced either way, so the trace reaches the workers.
+        tracing.configure_tracing("jobferry-producer", os.environ)
+        tracing.instrument_celery()
 
     @property
     def celery(self) -> Celery:
@@ -62,7 +71,20 @@ class Jobferry:
             BrokerUnavailableError: Redis cannot be reached; nothing was queued.
         """
         workflow_id = request.workflow_id
-        existing = self._redis_call(lambda: self.records.create(request))
+        name = job_name(workflow_id, self.settings.app_label)
+        attributes = tracing.workflow_attributes(
+            workflow_id, request.namespace, request.image, name
+        )
+        # The root of the workflow's trace (or a child of the caller's span).
+        with tracing.tracer.start_as_current_span(
+            "jobferry.submit", kind=SpanKind.PRODUCER, attributes=attributes
+        ):
+            return self._submit(request)
+
+    def _submit(self, request: WorkflowRequest) -> WorkflowHandle:
+        workflow_id = request.workflow_id
+        carrier = tracing.current_carrier()
+        existing = self._redis_call(lambda: self.records.create(request, trace_carrier=carrier))
         if existing is not None:
             if existing != request.digest():
                 raise WorkflowConflictError(
@@ -111,8 +133,18 @@ class Jobferry:
         Cancelling a finished workflow changes nothing and returns its status.
         """
         status = self.status(workflow_id)
-        if self.records.request_cancel(workflow_id):
-            self.celery.send_task(CANCEL_TASK, args=[workflow_id])
+        carrier = self._redis_call(lambda: self.records.trace_carrier(workflow_id))
+        # In the workflow's own trace, linked to the caller's span if there is one.
+        caller = trace.get_current_span().get_span_context()
+        with tracing.tracer.start_as_current_span(
+            "jobferry.cancel",
+            context=tracing.context_from(carrier),
+            kind=SpanKind.PRODUCER,
+            attributes={tracing.WORKFLOW_ID: workflow_id},
+            links=[trace.Link(caller)] if caller.is_valid else None,
+        ):
+            if self.records.request_cancel(workflow_id):
+                self.celery.send_task(CANCEL_TASK, args=[workflow_id])
         return self.records.get(workflow_id) or status
 
     def wait(

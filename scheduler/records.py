@@ -9,7 +9,7 @@ or a cancel finishes it first wins, atomically (a Lua script), and the other rea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -56,6 +56,16 @@ redis.call('ZREM', KEYS[2], KEYS[1])
 return ARGV[1]
 """
 
+# Adds the trace context fields a record lacks, unless the record is gone.
+_KEEP_TRACE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# The W3C trace context fields a record may carry (see scheduler/tracing.py).
+TRACE_FIELDS = ("traceparent", "tracestate")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -71,13 +81,23 @@ class RecordStore:
         self._create = _Script(client, _CREATE)
         self._update = _Script(client, _UPDATE)
         self._finish = _Script(client, _FINISH)
+        self._keep_trace = _Script(client, _KEEP_TRACE)
 
     @staticmethod
     def key(workflow_id: str) -> str:
         return KEY_PREFIX + workflow_id
 
-    def create(self, request: WorkflowRequest, now: datetime | None = None) -> str | None:
-        """Write a new `queued` record; return None, or the digest of the record already there."""
+    def create(
+        self,
+        request: WorkflowRequest,
+        now: datetime | None = None,
+        trace_carrier: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """Write a new `queued` record; return None, or the digest of the record already there.
+
+        `trace_carrier` is the submit span's W3C context: every task of the workflow hangs its
+        spans under it, so the workflow is one trace.
+        """
         now = now or utcnow()
         deadline = now.timestamp() + request.deadline_seconds
         fields: dict[str, str] = {
@@ -91,6 +111,7 @@ class RecordStore:
             "deadline": str(deadline),
             "detail": "waiting for a launch worker",
         }
+        fields.update(_trace_fields(trace_carrier))
         ttl = request.deadline_seconds + self._outcome_ttl
         args: list[str | int | float] = [ttl, deadline, *_flatten(fields)]
         existing = self._create(keys=[self.key(request.workflow_id), INFLIGHT_KEY], args=args)
@@ -146,6 +167,21 @@ class RecordStore:
             return outcome
         return WorkflowOutcome.model_validate_json(_text(stored))
 
+    def trace_carrier(self, workflow_id: str) -> dict[str, str]:
+        """The W3C trace context stored with the workflow; {} when it has none."""
+        values = cast(list[Any], self._redis.hmget(self.key(workflow_id), list(TRACE_FIELDS)))
+        return {name: _text(v) for name, v in zip(TRACE_FIELDS, values, strict=True) if v}
+
+    def keep_trace(self, workflow_id: str, carrier: Mapping[str, str]) -> None:
+        """Store a trace context for a workflow submitted without one (an untraced producer)."""
+        fields = _trace_fields(carrier)
+        if fields:
+            self._keep_trace(keys=[self.key(workflow_id)], args=_flatten(fields))
+
+    def inflight_count(self) -> int:
+        """How many workflows have not finished."""
+        return int(self._redis.zcard(INFLIGHT_KEY))
+
     def inflight(self, limit: int = 1000) -> list[str]:
         """Ids of workflows not finished yet, soonest deadline first."""
         keys = self._redis.zrange(INFLIGHT_KEY, 0, limit - 1)
@@ -171,6 +207,10 @@ class _Script:
 
     def __call__(self, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         return self._client.eval(self._source, len(keys), *keys, *args)
+
+
+def _trace_fields(carrier: Mapping[str, str] | None) -> dict[str, str]:
+    return {name: carrier[name] for name in TRACE_FIELDS if carrier and carrier.get(name)}
 
 
 def _flatten(fields: dict[str, str]) -> list[str]:

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     soft_shutdown_seconds: float = Field(default=20.0, ge=0)
     """On SIGTERM a worker lets running tasks finish this long, then requeues them; 0: no limit."""
 
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
+    """Port of the worker's Prometheus `/metrics` endpoint (all interfaces); 0 disables it."""
+
+    log_format: Literal["text", "json"] = "text"
+    """Worker log lines: `text`, or `json` (one object a line, with workflow_id and trace_id)."""
+
     @field_validator("app_label")
     @classmethod
     def _app_label(cls, value: str) -> str:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from celery import signals
 
 from scheduler.celeryconfig import make_celery
 from scheduler.records import RecordStore
 from scheduler.settings import Settings, load_settings
+from workers import logconfig, telemetry
 from workers.backends import make_backend
 from workers.backends.base import JobBackend
 from workers.beat import beat_config
@@ -50,3 +53,24 @@ def context() -> WorkerContext:
             backend=make_backend(settings, os.environ),
         )
     return _context
+
+
+@signals.worker_process_init.connect
+def _process_started(**_: Any) -> None:
+    telemetry.start_worker_process()
+
+
+@signals.worker_process_shutdown.connect
+def _process_stopping(**_: Any) -> None:
+    telemetry.stop_worker_process()
+
+
+@signals.task_postrun.connect
+def _task_done(**_: Any) -> None:
+    telemetry.leave_workflow()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _logging_set_up(logger: logging.Logger, **_: Any) -> None:
+    logconfig.apply(logger, settings.log_format)

@@ -6,16 +6,20 @@ Settings come from `JOBFERRY_*` variables (see the README's configuration table)
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from celery import signals
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -30,6 +34,7 @@ from scheduler import (
 )
 from scheduler.settings import (
     ENV_PREFIX,
+    Settings,
     describe_request_error,
     load_settings,
     redact_url,
@@ -243,9 +248,12 @@ def worker(
     queues: str | None, concurrency: int, loglevel: str, celery_args: tuple[str, ...]
 ) -> None:
     """Run a Celery worker (extra arguments go to `celery worker`)."""
+    settings = load_settings()
+    if settings.metrics_port:
+        # Before anything imports prometheus_client, which reads the variable on import.
+        _prepare_metrics_dir()
     from workers.checks import preflight
 
-    settings = load_settings()
     preflight(settings)
     if settings.soft_shutdown_seconds > 0:
         # Celery's warm shutdown waits for running tasks without limit, and a pod killed after
@@ -256,9 +264,46 @@ def worker(
         os.environ["REMAP_SIGTERM"] = "SIGQUIT"
     from workers.app import app
 
+    if settings.metrics_port:
+        # Once the pool's children are forked (they need no copy of the listening socket)
+        # and logging is set up (the line saying where metrics are is in the log).
+        signals.worker_ready.connect(lambda **_: _serve_metrics(settings), weak=False)
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"
     app.worker_main(
         ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E", *celery_args]
+    )
+
+
+def _prepare_metrics_dir() -> None:
+    """Give the prefork children a clean PROMETHEUS_MULTIPROC_DIR to count into.
+
+    An operator's directory is emptied (counts of a previous run must not add up with ours);
+    without one, a private temporary directory is made and removed at exit.
+    """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess dir was set")
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        return
+    directory = Path(tempfile.mkdtemp(prefix="jobferry-metrics-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def _serve_metrics(settings: Settings) -> None:
+    import redis
+
+    from scheduler.records import RecordStore
+    from workers.telemetry import serve_metrics
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    serve_metrics(
+        settings.metrics_port,
+        RecordStore(client, settings.outcome_ttl_seconds, settings.app_label),
     )
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import random
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
 
 from scheduler.celeryconfig import CANCEL_TASK, CHECK_TASK, LAUNCH_TASK
 from scheduler.models import OutcomeState, WorkflowRequest, WorkflowState, WorkflowStatus
-from workers import outcomes
+from workers import outcomes, telemetry
 from workers.app import WorkerContext, app, context
 from workers.backends.base import (
     JobPhase,
@@ -44,6 +44,9 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
     if loaded is None:
         return workflow_id
     record, request = loaded
+    if record.state is WorkflowState.QUEUED:
+        telemetry.workflow_submitted()
+    telemetry.keep_trace(ctx.records, record)
     if record.cancel_requested:
         _finish(
             ctx,
@@ -67,7 +70,7 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
         return workflow_id
     _transition(ctx, record, WorkflowState.LAUNCHING, f"creating Job {record.job_name}")
     try:
-        ref = ctx.backend.create(request, record.job_name)
+        ref = ctx.backend.create(request, record.job_name, telemetry.trace_env())
     # Retrying cannot fix RBAC, a missing namespace or an invalid manifest: end it now.
     except PermanentError as exc:
         _finish(ctx, record, request, OutcomeState.REJECTED, exc.reason, exc.message)
@@ -98,18 +101,35 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
             exc.reason,
             delay,
         )
-        raise self.retry(countdown=delay) from exc
+        _retry(self, ctx, workflow_id, delay, exc)
     verb = "adopted" if ref.adopted else "created"
     if not _transition(ctx, record, WorkflowState.RUNNING, f"Job {verb}, waiting for its pod"):
         # Cancelled while we were creating it: do not leave the Job behind.
         ctx.backend.delete(ref)
+    elif record.state is not WorkflowState.RUNNING:
+        telemetry.workflow_launched()
     return workflow_id
+
+
+def _retry(
+    task: Task[Any, Any],
+    ctx: WorkerContext,
+    workflow_id: str,
+    countdown: float,
+    exc: Exception | None = None,
+) -> NoReturn:
+    """Come back after `countdown` s; the next attempt's span is a sibling, not a child."""
+    with telemetry.under_workflow_trace(ctx.records.trace_carrier(workflow_id)):
+        if exc is None:
+            raise task.retry(countdown=countdown)
+        raise task.retry(countdown=countdown) from exc
 
 
 @app.task(bind=True, name=CHECK_TASK, max_retries=None)
 def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
     """Look at the Job once; end the workflow, or come back after a growing countdown."""
     ctx = context()
+    telemetry.check_started(self.request.eta)
     loaded = _unfinished(ctx, workflow_id)
     if loaded is None:
         return _stored_outcome(ctx, workflow_id)
@@ -119,7 +139,7 @@ def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
     # A slow or restarting API server must not end a workflow: look again later.
     except TemporaryError as exc:
         log.info("workflow %s: Job %s unavailable (%s)", workflow_id, record.job_name, exc.reason)
-        raise self.retry(countdown=_interval(ctx, self.request.retries, workflow_id)) from exc
+        _retry(self, ctx, workflow_id, _interval(ctx, self.request.retries, workflow_id), exc)
 
 
 def _check_once(
@@ -143,7 +163,9 @@ def _check_once(
                 "before its Job was launched; check the launch workers",
             )
         # The launch is being retried; its countdown decides, ours only waits.
-        raise task.retry(countdown=_interval(ctx, task.request.retries, record.workflow_id))
+        _retry(
+            task, ctx, record.workflow_id, _interval(ctx, task.request.retries, record.workflow_id)
+        )
     try:
         status = ctx.backend.get(ref)
     # RBAC or a policy forbids reading the Job: no later check can do better.
@@ -212,7 +234,12 @@ def _judge(
     detail = _detail(status)
     if detail != record.detail:
         _transition(ctx, record, WorkflowState.RUNNING, detail)
-    raise task.retry(countdown=_interval(ctx, task.request.retries, record.workflow_id, status))
+    _retry(
+        task,
+        ctx,
+        record.workflow_id,
+        _interval(ctx, task.request.retries, record.workflow_id, status),
+    )
 
 
 @app.task(bind=True, name=CANCEL_TASK, max_retries=None)
@@ -254,6 +281,7 @@ def _unfinished(
         return None
     request = ctx.records.get_request(workflow_id)
     assert request is not None, f"record of {workflow_id} has no request"
+    telemetry.enter_workflow(record, request)
     return record, request
 
 
@@ -305,12 +333,20 @@ def _finish(
         record, state, reason, message, status, log_tail, request.secret_values()
     )
     stored = ctx.records.finish(outcome)
+    telemetry.workflow_finished(outcome, stored)
     log.info(
         "workflow %s finished: %s (%s), Job %s",
         record.workflow_id,
         stored.state.value,
         stored.reason,
         record.job_name,
+        extra={
+            "workflow_id": record.workflow_id,
+            "job_name": record.job_name,
+            "state": "finished",
+            "outcome": stored.state.value,
+            "reason": stored.reason,
+        },
     )
     return stored.model_dump(mode="json")
 
@@ -321,7 +357,17 @@ def _transition(
     changed = ctx.records.set_state(record.workflow_id, state, detail)
     if changed:
         log.info(
-            "workflow %s: %s (%s), Job %s", record.workflow_id, state.value, detail, record.job_name
+            "workflow %s: %s (%s), Job %s",
+            record.workflow_id,
+            state.value,
+            detail,
+            record.job_name,
+            extra={
+                "workflow_id": record.workflow_id,
+                "job_name": record.job_name,
+                "state": state.value,
+                "detail": detail,
+            },
         )
     return changed
 

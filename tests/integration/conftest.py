@@ -46,7 +46,15 @@ class Pipeline:
 def make_pipeline(redis_url: str, logs: Path, settings_env: dict[str, str]) -> Pipeline:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBFERRY_")}
     env.pop("KUBECONFIG", None)
-    env.update({"JOBFERRY_REDIS_URL": redis_url, **FAST_CHECKS, **settings_env})
+    # Port 0: many workers run at once in the tests; those that test /metrics choose a port.
+    env.update(
+        {
+            "JOBFERRY_REDIS_URL": redis_url,
+            "JOBFERRY_METRICS_PORT": "0",
+            **FAST_CHECKS,
+            **settings_env,
+        }
+    )
     jobferry_env = {k: v for k, v in env.items() if k.startswith("JOBFERRY_")}
     client = Jobferry(load_settings(environ=jobferry_env, **_overrides(jobferry_env)))
     return Pipeline(env=env, logs=logs, client=client)

@@ -23,6 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 from scheduler.errors import RequestError
 from scheduler.models import WorkflowRequest
 from scheduler.settings import Settings
+from workers import telemetry
 from workers.backends import classify, manifest
 from workers.backends.base import (
     BackendError,
@@ -196,15 +197,21 @@ class KubernetesBackend(JobBackend):
             return ""
         pod = status.pod_name
         try:
-            response = self._core.read_namespaced_pod_log(
-                pod,
-                ref.namespace,
-                container=manifest.CONTAINER_NAME,
-                tail_lines=tail_lines,
-                limit_bytes=limit_bytes or None,
-                _preload_content=False,
-                _request_timeout=self._timeout,
-            )
+            with telemetry.kube_api_call("get", "pods/log", ref.namespace) as observed:
+                try:
+                    response = self._core.read_namespaced_pod_log(
+                        pod,
+                        ref.namespace,
+                        container=manifest.CONTAINER_NAME,
+                        tail_lines=tail_lines,
+                        limit_bytes=limit_bytes or None,
+                        _preload_content=False,
+                        _request_timeout=self._timeout,
+                    )
+                except ApiException as exc:
+                    observed.code = exc.status
+                    raise
+                observed.code = response.status
         # Logs are evidence, not the verdict: a pod without logs must not fail the outcome.
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             log.warning("no log for pod %s/%s: %s", ref.namespace, pod, _short(exc))
@@ -240,16 +247,19 @@ class KubernetesBackend(JobBackend):
         return list(pods.get("items") or [])
 
     def _call(self, verb: str, resource: str, namespace: str, call: Any) -> dict[str, Any]:
-        try:
-            response = call()
-        except ApiException as exc:
-            raise translate_api_error(exc, verb, resource, namespace) from exc
-        # The API server is unreachable or slow: transport errors are always worth a retry.
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TemporaryError(
-                f"the Kubernetes API did not answer {verb} {resource}: {_short(exc)}",
-                reason="ApiUnavailable",
-            ) from exc
+        with telemetry.kube_api_call(verb, resource, namespace) as observed:
+            try:
+                response = call()
+            except ApiException as exc:
+                observed.code = exc.status
+                raise translate_api_error(exc, verb, resource, namespace) from exc
+            # The API server is unreachable or slow: transport errors are always worth a retry.
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise TemporaryError(
+                    f"the Kubernetes API did not answer {verb} {resource}: {_short(exc)}",
+                    reason="ApiUnavailable",
+                ) from exc
+            observed.code = response.status
         data: dict[str, Any] = json.loads(response.data or b"{}")
         return data
 
