@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -75,6 +74,10 @@ def configure_tracing(
 
 def instrument_celery() -> None:
     """Trace publishing and running of Celery tasks; the context travels in message headers."""
+    # Imported here: it imports billiard, which reads REMAP_SIGTERM once on import, and
+    # `jobferry worker` sets that variable after importing the producer side.
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
     instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()

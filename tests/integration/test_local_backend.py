@@ -127,8 +127,8 @@ def running(pid: int) -> bool:
     stat = Path(f"/proc/{pid}/stat")
     try:
         return stat.read_text().split()[2] != "Z"
-    # Gone entirely.
-    except FileNotFoundError:
+    # Gone entirely (ESRCH while the kernel reaps it).
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 

@@ -114,7 +114,7 @@ def test_oom_killed_is_the_reason(kube_pipeline: Pipeline, kube_emulator: KubeEm
 def test_workflow_deadline_deletes_the_job_and_its_pods(
     kube_pipeline: Pipeline, kube_emulator: KubeEmulator
 ) -> None:
-    handle = kube_pipeline.client.submit(request("slow", deadline_seconds=3))
+    handle = kube_pipeline.client.submit(request("slow", deadline_seconds=10))
     name = created_job(kube_emulator, "slow")["metadata"]["name"]
     kube_emulator.add_pod_for_job(
         NS,
@@ -322,7 +322,7 @@ def test_a_failing_delete_at_the_deadline_is_retried(
     kube_pipeline: Pipeline, kube_emulator: KubeEmulator
 ) -> None:
     kube_emulator.fail_next("DELETE", r"/jobs/", 503, times=2)
-    handle = kube_pipeline.client.submit(request("slow-delete", deadline_seconds=2))
+    handle = kube_pipeline.client.submit(request("slow-delete", deadline_seconds=8))
     name = created_job(kube_emulator, "slow-delete")["metadata"]["name"]
     outcome = handle.wait(timeout=60)
     assert outcome.state is OutcomeState.DEADLINE_EXCEEDED
@@ -335,7 +335,7 @@ def test_a_forbidden_delete_is_said_in_the_outcome(
     kube_pipeline: Pipeline, kube_emulator: KubeEmulator
 ) -> None:
     kube_emulator.forbid("delete", "jobs")
-    handle = kube_pipeline.client.submit(request("undeletable", deadline_seconds=2))
+    handle = kube_pipeline.client.submit(request("undeletable", deadline_seconds=8))
     name = created_job(kube_emulator, "undeletable")["metadata"]["name"]
     outcome = handle.wait(timeout=60)
     assert outcome.state is OutcomeState.DEADLINE_EXCEEDED
