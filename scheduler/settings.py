@@ -11,11 +11,11 @@ import os
 from collections.abc import Mapping
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler import validation
 from scheduler.errors import RequestError
@@ -102,8 +102,8 @@ class Settings(BaseSettings):
     api_budget_max_wait_seconds: float = Field(default=30.0, ge=0)
     """Longest wait for the API budget before a call is retried as `ClientThrottled`, seconds."""
 
-    watch_namespaces: list[str] = Field(default_factory=list)
-    """Namespaces the watcher watches (JSON list); default: those workflows were submitted to."""
+    watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Namespaces the watcher watches (`a,b`); default: those workflows were submitted to."""
 
     watch_stale_seconds: float = Field(default=15.0, gt=0)
     """Status checks trust the watcher's cache while its heartbeat is younger than this, seconds."""
@@ -127,6 +127,16 @@ class Settings(BaseSettings):
     @classmethod
     def _app_label(cls, value: str) -> str:
         return validation.check_dns1123_label(value, "JOBFERRY_APP_LABEL")
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for name in value:
+                validation.check_dns1123_label(str(name), "JOBFERRY_WATCH_NAMESPACES")
+        return value
 
     @field_validator("redis_url", "result_backend_url")
     @classmethod

@@ -280,6 +280,7 @@ def watcher(health: bool, as_json: bool) -> None:
                 + (f", last error: {h.last_error}" if h.last_error else ""),
                 highlight=False,
                 markup=False,
+                soft_wrap=True,
             )
         if not healths:
             stderr.print("no namespace to watch yet (no workflow submitted, no watch_namespaces)")
