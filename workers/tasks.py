@@ -127,7 +127,8 @@ def check(
         raise Ignore()
     loaded = _unfinished(ctx, workflow_id)
     if loaded is None:
-        return _stored_outcome(ctx, workflow_id)
+        # A wake-up for a workflow that has ended: the outcome is where it belongs already.
+        return None if wake else _stored_outcome(ctx, workflow_id)
     record, request = loaded
     try:
         result = _check_once(self, ctx, record, request, wake)

@@ -32,7 +32,7 @@ import redis
 from celery import Celery
 
 from scheduler.celeryconfig import CHECK_TASK, make_celery
-from scheduler.records import RecordStore
+from scheduler.records import INFLIGHT_KEY, RecordStore
 from scheduler.settings import Settings
 from workers import cache
 from workers.backends import classify, manifest
@@ -63,10 +63,14 @@ def wake_task_id(workflow_id: str) -> str:
 class Waker:
     """Sends a status check for a workflow right away, apart from its regular check loop."""
 
-    def __init__(self, celery: Celery) -> None:
+    def __init__(self, celery: Celery, client: redis.Redis) -> None:
         self._celery = celery
+        self._redis = client
 
     def __call__(self, workflow_id: str, why: str) -> None:
+        # A re-list shows every finished Job still kept by its TTL: wake only those in flight.
+        if self._redis.zscore(INFLIGHT_KEY, RecordStore.key(workflow_id)) is None:
+            return
         log.info("waking the status check of %s: %s", workflow_id, why)
         self._celery.send_task(
             CHECK_TASK,
@@ -387,7 +391,7 @@ def run_watcher(settings: Settings) -> None:
         client, settings.api_qps, settings.api_burst, settings.api_budget_max_wait_seconds
     )
     backend = KubernetesBackend.from_settings(settings, dict(os.environ), budget)
-    watcher = Watcher(settings, client, backend, Waker(make_celery(settings)))
+    watcher = Watcher(settings, client, backend, Waker(make_celery(settings), client))
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
     try:
         watcher.run()

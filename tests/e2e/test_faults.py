@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -41,9 +42,7 @@ def workflow(workflow_id: str, behaviour: str, **annotations: str) -> WorkflowRe
     )
 
 
-def test_job_deleted_by_someone_else_fails_as_job_deleted(
-    k8s_pipeline: Pipeline, e2e: E2E
-) -> None:
+def test_job_deleted_by_someone_else_fails_as_job_deleted(k8s_pipeline: Pipeline, e2e: E2E) -> None:
     settings = k8s_pipeline.client.settings
     handle = k8s_pipeline.client.submit(workflow("fault-deleted", "run-forever"))
     wait_for("the pod running", lambda: "running" in handle.status().detail, timeout=60)
@@ -60,21 +59,20 @@ def test_job_deleted_by_someone_else_fails_as_job_deleted(
 def test_watch_410_gone_relists_and_workflows_still_finish(
     k8s_pipeline: Pipeline, e2e: E2E
 ) -> None:
+    """The watcher is down while the API server forgets the versions it stored (~90 s)."""
     watcher = next(p for p in k8s_pipeline.workers if isinstance(p, WatcherProcess))
     watcher.stop()
     client = redis.Redis.from_url(k8s_pipeline.client.settings.redis_url)
-    before = cache.read_health(client, NAMESPACE).relists
-    # A resourceVersion the API server compacted away long ago: the resumed watch gets 410.
-    client.hset(cache.health_key(NAMESPACE), mapping={"jobs_rv": "1", "pods_rv": "1"})
+    stored = cache.read_health(client, NAMESPACE)
     handle = k8s_pipeline.client.submit(workflow("fault-410", "succeed", duration="3s"))
+    forget_versions_before(e2e, stored.jobs_rv)
     k8s_pipeline.start_watcher(JOBFERRY_WATCH_NAMESPACES=NAMESPACE)
-    outcome = handle.wait(timeout=90)
-    assert outcome.state is OutcomeState.SUCCEEDED
+    assert handle.wait(timeout=90).state is OutcomeState.SUCCEEDED
     health = wait_for("a healthy watch", lambda: watch_health(k8s_pipeline, NAMESPACE))
-    assert health.relists >= before + 1
-    assert "410 Gone" in health.last_error
-    assert int(health.jobs_rv) > 1 and int(health.pods_rv) > 1
-    # And what a liveness probe sees.
+    assert health.relists >= stored.relists + 1
+    assert "410 Gone" in health.last_error and "too old resource version" in health.last_error
+    assert int(health.jobs_rv) > int(stored.jobs_rv)
+    # What a liveness probe sees.
     probe = subprocess.run(
         [sys.executable, "-m", "workers", "watcher", "--health"],
         env={**k8s_pipeline.env, "JOBFERRY_WATCH_NAMESPACES": NAMESPACE},
@@ -84,7 +82,58 @@ def test_watch_410_gone_relists_and_workflows_still_finish(
     )
     assert probe.returncode == 0, probe.stdout + probe.stderr
     assert f"{NAMESPACE}: ok" in probe.stdout
-    # A workflow started after the re-list finishes from the watch as well.
+    # A workflow started after the re-list finishes from the new watch as well.
     again = k8s_pipeline.client.submit(workflow("fault-410-after", "succeed", duration="1s"))
     assert again.wait(timeout=90).state is OutcomeState.SUCCEEDED
     client.close()
+
+
+def forget_versions_before(e2e: E2E, resource_version: str) -> None:
+    """Make kube-apiserver's watch cache drop every Job event up to `resource_version`.
+
+    The cache keeps the events of the last 75 s and grows while they are fresher than that;
+    past 75 s, new events push the old ones out. So wait, then churn a scratch Job's labels
+    until a watch from that version gets 410 Expired, as the watcher's will.
+    """
+    time.sleep(80)
+    name, namespace = "jobferry-410-churn", "default"
+    e2e.batch.create_namespaced_job(
+        namespace,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {
+                "suspend": True,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "busybox"}],
+                    }
+                },
+            },
+        },
+    )
+    try:
+        for i in range(5000):
+            e2e.batch.patch_namespaced_job(name, namespace, {"metadata": {"labels": {"n": str(i)}}})
+            if i % 25 == 24 and _expired(e2e, resource_version):
+                return
+        pytest.fail(f"the API server still serves Job events from {resource_version}")
+    finally:
+        e2e.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+
+
+def _expired(e2e: E2E, resource_version: str) -> bool:
+    response = e2e.batch.list_namespaced_job(
+        NAMESPACE,
+        watch=True,
+        resource_version=resource_version,
+        timeout_seconds=1,
+        _preload_content=False,
+    )
+    try:
+        first = next(response.stream(), b"")
+    finally:
+        response.release_conn()
+    return b'"code":410' in first
