@@ -185,10 +185,15 @@ def _read(ctx: WorkerContext, ref: JobRef, first_look: bool) -> tuple[JobStatus,
     """The Job's status from the watcher's cache when it is fresh, else from the API server.
 
     Returns the status and whether it came from the cache. A Job the cache saw deleted is
-    confirmed with one GET before anyone calls it deleted.
+    confirmed with one GET before anyone calls it deleted, and an ended Job whose pods in the
+    cache show no exit code yet is read from the API server.
     """
     status = ctx.cache.read(ref, first_look) if ctx.cache is not None else None
     if status is None or status.phase is JobPhase.MISSING:
+        return ctx.backend.get(ref), False
+    if status.phase.terminal and status.exit_code is None:
+        # The pods' watch is a stream apart from the Jobs' and may lag it: take the final
+        # evidence (exit code, OOMKilled) from the API server, once per workflow.
         return ctx.backend.get(ref), False
     return status, True
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from tests.services import ROOT
+from tests.services import ROOT, wait_for
 from workers.budget import Throttled, TokenBucket, Unlimited, make_budget
 
 pytestmark = pytest.mark.redis
@@ -20,8 +20,13 @@ import json, sys, threading, time
 import redis
 from workers.budget import TokenBucket
 
-url, qps, burst, until = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-bucket = TokenBucket(redis.Redis.from_url(url), qps, burst, max_wait_seconds=60)
+url, qps, burst = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+client = redis.Redis.from_url(url)
+bucket = TokenBucket(client, qps, burst, max_wait_seconds=60)
+client.incr("takers-ready")
+while (go := client.get("takers-until")) is None:
+    time.sleep(0.01)
+until = float(go)
 times = []
 
 def take():
@@ -38,19 +43,21 @@ print(json.dumps(times))
 """
 
 
-def test_concurrent_processes_never_exceed_burst_plus_rate(redis_url: str) -> None:
+def test_concurrent_processes_never_exceed_burst_plus_rate(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     qps, burst, seconds = 20.0, 10, 3.0
-    start = time.time() + 5.0  # every process is up (imports done) before the first call
-    until = start + seconds
-    script = f"import time; time.sleep(max(0, {start} - time.time()))\n" + TAKER
     takers = [
         subprocess.Popen(
-            [sys.executable, "-c", script, redis_url, str(qps), str(burst), str(until)],
+            [sys.executable, "-c", TAKER, redis_url, str(qps), str(burst)],
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
         for _ in range(4)
     ]
+    # Every process is up (imports done) before the first call.
+    wait_for("4 takers ready", lambda: int(redis_client.get("takers-ready") or 0) == 4, 120)
+    redis_client.set("takers-until", str(time.time() + seconds))
     times = sorted(t for p in takers for t in json.loads(p.communicate(timeout=120)[0]))
     assert all(p.returncode == 0 for p in takers)
     # 12 threads want as much as they can get: the budget, not the callers, sets the pace.
