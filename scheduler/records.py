@@ -169,6 +169,17 @@ class RecordStore:
         fields = {"cancel_requested": "1", "updated_at": utcnow().isoformat()}
         return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
 
+    def mark_deleting(self, workflow_id: str, now: float | None = None) -> bool:
+        """Say that jobferry itself is deleting the workflow's Job (deadline, cancel, stuck),
+        so a check that finds the Job gone does not call it deleted by someone else."""
+        fields = {"deleting_at": str(time.time() if now is None else now)}
+        return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
+
+    def deleting_since(self, workflow_id: str) -> float | None:
+        """When jobferry started deleting the workflow's Job (epoch seconds), if it did."""
+        raw = self._redis.hget(self.key(workflow_id), "deleting_at")
+        return None if raw is None else float(_text(raw))
+
     def finish(self, outcome: WorkflowOutcome) -> WorkflowOutcome:
         """Store the outcome unless one is stored already; return the one that is stored."""
         detail = f"{outcome.state.value}: {outcome.reason}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,9 @@ from workers.backends.base import (
 from workers.cache import NOT_SEEN_YET
 
 log = logging.getLogger("jobferry")
+
+DELETE_FINISH_SECONDS = 60.0
+"""How long a Job jobferry is deleting may be missing before a check calls it JobDeleted."""
 
 
 def backoff(attempt: int, base: float, cap: float, hint: float | None = None) -> float:
@@ -209,6 +213,13 @@ def _judge(
     wake: bool = False,
 ) -> dict[str, Any] | None:
     if status.phase is JobPhase.MISSING:
+        since = ctx.records.deleting_since(record.workflow_id)
+        if since is not None and time.time() - since < DELETE_FINISH_SECONDS:
+            # jobferry is deleting it (cancel, deadline, stuck pod): that task stores the
+            # outcome; a wake-up caused by its own delete must not call it JobDeleted.
+            if wake:
+                return None
+            raise task.retry(countdown=ctx.settings.status_interval_seconds)
         return _finish(
             ctx,
             record,
@@ -345,6 +356,7 @@ def _stop(
             status = None
     log_tail = _logs(ctx, ref, status) if status is not None else ""
     if status is None or status.phase is not JobPhase.MISSING:
+        ctx.records.mark_deleting(record.workflow_id)
         try:
             ctx.backend.delete(ref)
         # Forbidden to delete: the outcome must say the Job is still there, and why.

@@ -92,8 +92,10 @@ class ResourceWatch(threading.Thread):
         resource: Resource,
         selector: str,
         wake: Callable[[str, str], None],
+        holder: str = "",
     ) -> None:
         super().__init__(name=f"watch-{resource}-{namespace}", daemon=True)
+        self.holder = holder
         self.backend, self.redis, self.namespace = backend, client, namespace
         self.resource, self.selector, self.wake = resource, selector, wake
         self.stopping = threading.Event()
@@ -120,6 +122,7 @@ class ResourceWatch(threading.Thread):
                 failures = 0
             # The version is compacted away (or was never valid): start over from a list.
             except Gone as exc:
+                self.connected = False
                 log.warning("%s: %s; listing again", self.name, exc.message)
                 self._error(f"410 Gone: {exc.message}", relist=True)
                 rv = None
@@ -206,6 +209,10 @@ class ResourceWatch(threading.Thread):
             self._pod_changed(pod)
 
     def _apply(self, event: dict[str, Any]) -> str | None:
+        if self.holder and self.redis.get(LEASE_PREFIX + self.namespace) != self.holder.encode():
+            # The lease moved on (this process stalled): the new holder writes from now on.
+            self.stopping.set()
+            return None
         kind, obj = event.get("type"), event.get("object") or {}
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         field = f"{self.resource}_rv"
@@ -355,7 +362,7 @@ class Watcher:
 
     def _thread(self, namespace: str, resource: Resource) -> ResourceWatch:
         return ResourceWatch(
-            self.backend, self.redis, namespace, resource, self.selector, self.wake
+            self.backend, self.redis, namespace, resource, self.selector, self.wake, self.holder
         )
 
     def _heartbeat(self, namespace: str, fresh: bool) -> None:
