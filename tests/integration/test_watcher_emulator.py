@@ -112,7 +112,9 @@ def test_checks_read_the_cache_and_the_end_wakes_them(
     # one for the final evidence when the pods' watch lags the Jobs' (it is a stream apart).
     assert kube_emulator.count_requests("POST", r"/jobs$") == 1
     assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") <= 2
-    assert kube_emulator.count_requests("GET", rf"/pods/{pod}/log$") == 1
+    # The wake-up and a regular check may reach the end at the same moment (the first
+    # outcome stored wins): then both read the log.
+    assert 1 <= kube_emulator.count_requests("GET", rf"/pods/{pod}/log$") <= 2
     celery_result = watched.client.celery.AsyncResult(f"jobferry-outcome-{'cached'}")
     assert celery_result.get(timeout=10)["state"] == "succeeded"
 
