@@ -126,7 +126,9 @@ def k8s_pipeline(
 ) -> Iterator[Pipeline]:
     """Workers for a whole module (workflow ids differ per test), on Redis database 2."""
     url = redis_srv.url.rsplit("/", 1)[0] + "/2"
-    redis_srv.client().flushall()
+    admin = redis_srv.client()
+    admin.flushall()
+    admin.close()
     pipeline = make_pipeline(
         url,
         tmp_path_factory.mktemp("e2e-logs"),
