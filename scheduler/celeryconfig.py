@@ -15,6 +15,7 @@ from scheduler.settings import Settings
 LAUNCH_TASK = "jobferry.launch"
 CHECK_TASK = "jobferry.check"
 CANCEL_TASK = "jobferry.cancel"
+RECONCILE_TASK = "jobferry.reconcile"
 
 
 def outcome_task_id(workflow_id: str) -> str:
@@ -56,6 +57,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             LAUNCH_TASK: {"queue": settings.launch_queue},
             CANCEL_TASK: {"queue": settings.launch_queue},
+            RECONCILE_TASK: {"queue": settings.launch_queue},
             CHECK_TASK: {"queue": settings.status_queue},
         },
         "worker_hijack_root_logger": False,

@@ -9,6 +9,7 @@ or a cancel finishes it first wins, atomically (a Lua script), and the other rea
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -25,6 +26,7 @@ from scheduler.naming import job_name
 
 KEY_PREFIX = "jobferry:workflow:"
 INFLIGHT_KEY = "jobferry:inflight"
+NAMESPACES_KEY = "jobferry:namespaces"
 
 # Creates the record unless it exists; returns the existing digest, or "" when created.
 _CREATE = """
@@ -66,6 +68,32 @@ return 1
 # The W3C trace context fields a record may carry (see scheduler/tracing.py).
 TRACE_FIELDS = ("traceparent", "tracestate")
 
+# A status check reports in: records when it last ran, unless a newer check loop replaced
+# it (the reconciler's resend bumps `check_epoch`). Returns 1, 0 when superseded, -1 when
+# the workflow has finished or its record is gone.
+_CHECKED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'state') == 'finished' then return -1 end
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'check_epoch') or '0')
+if tonumber(ARGV[1]) < epoch then return 0 end
+redis.call('HSET', KEYS[1], 'last_checked', ARGV[2])
+return 1
+"""
+
+# The reconciler claims a silent workflow: when neither a check nor a resend happened for
+# ARGV[2] seconds, start a new check epoch and return it (0: nothing to do). One claim per
+# silence period, however many reconcilers run.
+_CLAIM_RESEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') == 'finished' then return 0 end
+local now, silence = tonumber(ARGV[1]), tonumber(ARGV[2])
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_checked') or '0')
+local resent = tonumber(redis.call('HGET', KEYS[1], 'resent_at') or '0')
+if now - math.max(last, resent) < silence then return 0 end
+redis.call('HSET', KEYS[1], 'resent_at', ARGV[1])
+return redis.call('HINCRBY', KEYS[1], 'check_epoch', 1)
+"""
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -82,6 +110,12 @@ class RecordStore:
         self._update = _Script(client, _UPDATE)
         self._finish = _Script(client, _FINISH)
         self._keep_trace = _Script(client, _KEEP_TRACE)
+        self._checked = _Script(client, _CHECKED)
+        self._claim_resend = _Script(client, _CLAIM_RESEND)
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self._redis
 
     @staticmethod
     def key(workflow_id: str) -> str:
@@ -110,11 +144,15 @@ class RecordStore:
             "updated_at": now.isoformat(),
             "deadline": str(deadline),
             "detail": "waiting for a launch worker",
+            "last_checked": str(now.timestamp()),
         }
         fields.update(_trace_fields(trace_carrier))
         ttl = request.deadline_seconds + self._outcome_ttl
         args: list[str | int | float] = [ttl, deadline, *_flatten(fields)]
         existing = self._create(keys=[self.key(request.workflow_id), INFLIGHT_KEY], args=args)
+        if not existing:
+            # The watcher watches the namespaces workflows go to (unless told which).
+            self._redis.sadd(NAMESPACES_KEY, request.namespace)
         return _text(existing) or None
 
     def get(self, workflow_id: str) -> WorkflowStatus | None:
@@ -152,6 +190,17 @@ class RecordStore:
         fields = {"cancel_requested": "1", "updated_at": utcnow().isoformat()}
         return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
 
+    def mark_deleting(self, workflow_id: str, now: float | None = None) -> bool:
+        """Say that jobferry itself is deleting the workflow's Job (deadline, cancel, stuck),
+        so a check that finds the Job gone does not call it deleted by someone else."""
+        fields = {"deleting_at": str(time.time() if now is None else now)}
+        return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
+
+    def deleting_since(self, workflow_id: str) -> float | None:
+        """When jobferry started deleting the workflow's Job (epoch seconds), if it did."""
+        raw = self._redis.hget(self.key(workflow_id), "deleting_at")
+        return None if raw is None else float(_text(raw))
+
     def finish(self, outcome: WorkflowOutcome) -> WorkflowOutcome:
         """Store the outcome unless one is stored already; return the one that is stored."""
         detail = f"{outcome.state.value}: {outcome.reason}"
@@ -181,6 +230,23 @@ class RecordStore:
     def inflight_count(self) -> int:
         """How many workflows have not finished."""
         return int(self._redis.zcard(INFLIGHT_KEY))
+
+    def mark_checked(self, workflow_id: str, epoch: int, now: float | None = None) -> int:
+        """Record that check loop `epoch` ran now: 1; 0 when a newer loop replaced it; -1 when
+        the workflow has finished or has no record."""
+        now = time.time() if now is None else now
+        return int(self._checked(keys=[self.key(workflow_id)], args=[epoch, now]))
+
+    def claim_resend(
+        self, workflow_id: str, silence_seconds: float, now: float | None = None
+    ) -> int:
+        """The new check epoch when the workflow's checks were silent `silence_seconds`; else 0."""
+        now = time.time() if now is None else now
+        return int(self._claim_resend(keys=[self.key(workflow_id)], args=[now, silence_seconds]))
+
+    def namespaces(self) -> list[str]:
+        """Namespaces workflows were submitted to."""
+        return sorted(_text(ns) for ns in cast(set[Any], self._redis.smembers(NAMESPACES_KEY)))
 
     def inflight(self, limit: int = 1000) -> list[str]:
         """Ids of workflows not finished yet, soonest deadline first."""

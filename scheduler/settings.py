@@ -11,11 +11,11 @@ import os
 from collections.abc import Mapping
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler import validation
 from scheduler.errors import RequestError
@@ -108,10 +108,50 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """Worker log lines: `text`, or `json` (one object a line, with workflow_id and trace_id)."""
 
+    api_qps: float = Field(default=20.0, ge=0)
+    """Kubernetes API requests per second, shared by all workers through Redis; 0: no limit."""
+
+    api_burst: int = Field(default=40, ge=1)
+    """Capacity of the shared API token bucket: requests that may go out at once."""
+
+    api_budget_max_wait_seconds: float = Field(default=30.0, ge=0)
+    """Longest wait for the API budget before a call is retried as `ClientThrottled`, seconds."""
+
+    watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Namespaces the watcher watches (`a,b`); default: those workflows were submitted to."""
+
+    watch_stale_seconds: float = Field(default=15.0, gt=0)
+    """Status checks trust the watcher's cache while its heartbeat is younger than this, seconds."""
+
+    watch_lease_seconds: float = Field(default=15.0, gt=0)
+    """A namespace's watch lease; a dead watcher's namespaces move to another after it, seconds."""
+
+    watch_check_interval_seconds: float = Field(default=120.0, gt=0)
+    """Cap of the delay between status checks while the watcher's cache is fresh, seconds."""
+
+    reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often beat runs the reconciler (`jobferry.reconcile`), seconds."""
+
+    reconcile_silence_seconds: float = Field(default=600.0, gt=0)
+    """A workflow whose status check was silent this long gets its check sent again, seconds."""
+
+    reconcile_delete_orphans: bool = False
+    """Delete Jobs labelled as jobferry's that have no workflow record (else only report them)."""
+
     @field_validator("app_label")
     @classmethod
     def _app_label(cls, value: str) -> str:
         return validation.check_dns1123_label(value, "JOBFERRY_APP_LABEL")
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for name in value:
+                validation.check_dns1123_label(str(name), "JOBFERRY_WATCH_NAMESPACES")
+        return value
 
     @field_validator("redis_url", "result_backend_url")
     @classmethod
@@ -133,6 +173,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "JOBFERRY_VISIBILITY_TIMEOUT_SECONDS must be at least 4x the longest status "
                 "interval, or Redis redelivers status checks that are only waiting"
+            )
+        if self.watch_check_interval_seconds * 4 > self.visibility_timeout_seconds:
+            raise ValueError(
+                "JOBFERRY_VISIBILITY_TIMEOUT_SECONDS must be at least 4x "
+                "JOBFERRY_WATCH_CHECK_INTERVAL_SECONDS, or Redis redelivers waiting status checks"
+            )
+        longest = max(self.status_interval_max_seconds, self.watch_check_interval_seconds)
+        if self.reconcile_silence_seconds < 2 * longest:
+            raise ValueError(
+                "JOBFERRY_RECONCILE_SILENCE_SECONDS must be at least twice the longest status "
+                f"interval ({longest} s), or the reconciler resends checks that are only waiting"
             )
         return self
 

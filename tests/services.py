@@ -107,19 +107,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workers",
-                "worker",
-                "-c",
-                str(self.concurrency),
-                "-l",
-                "INFO",
-                "--without-heartbeat",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            self.command(),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -129,6 +117,21 @@ class WorkerProcess:
         )
         log.close()
         return self
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "workers",
+            "worker",
+            "-c",
+            str(self.concurrency),
+            "-l",
+            "INFO",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -143,6 +146,13 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class WatcherProcess(WorkerProcess):
+    """`jobferry watcher` as a real OS process."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "workers", "watcher"]
 
 
 @contextmanager

@@ -14,21 +14,32 @@ from typing import Any
 import redis
 from celery import signals
 
-from scheduler.celeryconfig import make_celery
+from scheduler.celeryconfig import RECONCILE_TASK, make_celery
 from scheduler.records import RecordStore
 from scheduler.settings import Settings, load_settings
 from workers import logconfig, telemetry
 from workers.backends import make_backend
 from workers.backends.base import JobBackend
 from workers.beat import beat_config
+from workers.budget import make_budget
+from workers.cache import StatusCache
 
 log = logging.getLogger("jobferry")
 
 settings = load_settings()
 app = make_celery(settings)
-app.conf.include = ["workers.tasks"]
+app.conf.include = ["workers.tasks", "workers.reconcile"]
 # `celery -A workers.app beat` runs RedBeat too, with the schedules of JOBFERRY_SCHEDULES_FILE.
 app.conf.update(beat_config(settings))
+# A normal beat entry: any beat (celery beat, or RedBeat's single locked one) runs it.
+app.conf.beat_schedule = {
+    "jobferry-reconcile": {
+        "task": RECONCILE_TASK,
+        "schedule": settings.reconcile_interval_seconds,
+        # A tick that waits longer than one interval is superseded by the next one.
+        "options": {"expires": settings.reconcile_interval_seconds},
+    }
+}
 
 
 @dataclass
@@ -38,6 +49,8 @@ class WorkerContext:
     settings: Settings
     records: RecordStore
     backend: JobBackend
+    cache: StatusCache | None = None
+    """The watcher's status cache (kubernetes backend only); None: always ask the backend."""
 
 
 _context: WorkerContext | None = None
@@ -47,10 +60,15 @@ def context() -> WorkerContext:
     global _context
     if _context is None:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=15)
+        budget = make_budget(
+            client, settings.api_qps, settings.api_burst, settings.api_budget_max_wait_seconds
+        )
+        kubernetes = settings.backend == "kubernetes"
         _context = WorkerContext(
             settings=settings,
             records=RecordStore(client, settings.outcome_ttl_seconds, settings.app_label),
-            backend=make_backend(settings, os.environ),
+            backend=make_backend(settings, os.environ, budget),
+            cache=StatusCache(client, settings.watch_stale_seconds) if kubernetes else None,
         )
     return _context
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import logging
 import math
 import os
 import shutil
@@ -389,6 +390,50 @@ def flower(port: int, address: str, no_auth: bool, flower_args: tuple[str, ...])
     from workers.app import app
 
     app.start(["flower", *argv, *flower_args])
+
+
+@main.command()
+@click.option(
+    "--health",
+    is_flag=True,
+    help="Print each namespace's watch health; exit 1 when one is stale (a liveness probe).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --health: print JSON.")
+@friendly_errors
+def watcher(health: bool, as_json: bool) -> None:
+    """Watch Jobs and pods per namespace into the status cache, and wake checks on changes."""
+    settings = load_settings()
+    if health:
+        from workers.watcher import health_report
+
+        ok, healths = health_report(settings)
+        if as_json:
+            click.echo(json.dumps([h.__dict__ for h in healths], indent=2))
+        for h in [] if as_json else healths:
+            age = "never" if h.heartbeat_age is None else f"{h.heartbeat_age:.1f} s ago"
+            state = "ok" if h.ok(settings.watch_stale_seconds) else "STALE"
+            stdout.print(
+                f"{h.namespace}: {state}, heartbeat {age}, holder {h.holder or '-'}, "
+                f"jobs rv {h.jobs_rv or '-'}, pods rv {h.pods_rv or '-'}, relists {h.relists}"
+                + (f", last error: {h.last_error}" if h.last_error else ""),
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+        if not healths:
+            stderr.print("no namespace to watch yet (no workflow submitted, no watch_namespaces)")
+        sys.exit(0 if ok else 1)
+    from workers.checks import preflight
+
+    preflight(settings)
+    if settings.backend != "kubernetes":
+        fail("the watcher watches Kubernetes; JOBFERRY_BACKEND is " + repr(settings.backend))
+    from workers import logconfig
+    from workers.watcher import run_watcher
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logconfig.apply(logging.getLogger(), settings.log_format)
+    run_watcher(settings)
 
 
 @main.command()

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from celery import Task
+from celery import Task, states
+from celery.exceptions import Ignore
 
-from scheduler.celeryconfig import CANCEL_TASK, CHECK_TASK, LAUNCH_TASK
+from scheduler.celeryconfig import CANCEL_TASK, CHECK_TASK, LAUNCH_TASK, outcome_task_id
 from scheduler.models import OutcomeState, WorkflowRequest, WorkflowState, WorkflowStatus
 from workers import outcomes, telemetry
 from workers.app import WorkerContext, app, context
@@ -26,8 +29,12 @@ from workers.backends.base import (
     PermanentError,
     TemporaryError,
 )
+from workers.cache import NOT_SEEN_YET
 
 log = logging.getLogger("jobferry")
+
+DELETE_FINISH_SECONDS = 60.0
+"""How long a Job jobferry is deleting may be missing before a check calls it JobDeleted."""
 
 
 def backoff(attempt: int, base: float, cap: float, hint: float | None = None) -> float:
@@ -126,24 +133,48 @@ def _retry(
 
 
 @app.task(bind=True, name=CHECK_TASK, max_retries=None)
-def check(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
-    """Look at the Job once; end the workflow, or come back after a growing countdown."""
+def check(
+    self: Task[Any, Any], workflow_id: str, epoch: int = 0, wake: bool = False
+) -> dict[str, Any] | None:
+    """Look at the Job once; end the workflow, or come back after a growing countdown.
+
+    The regular loop runs under the outcome's task id and retries itself. `epoch` is the
+    loop's generation: the reconciler starts a new one when a loop went silent, and an older
+    loop that turns out to be alive stops at its next run. A `wake` check is sent by the
+    watcher when the Job changed: it looks once, never retries, and when it ends the
+    workflow it stores the outcome as the outcome task's result too.
+    """
     ctx = context()
     telemetry.check_started(self.request.eta)
+    if not wake and ctx.records.mark_checked(workflow_id, epoch) == 0:
+        log.info("workflow %s: check loop %d was replaced by a newer one", workflow_id, epoch)
+        raise Ignore()
     loaded = _unfinished(ctx, workflow_id)
     if loaded is None:
-        return _stored_outcome(ctx, workflow_id)
+        # A wake-up for a workflow that has ended: the outcome is where it belongs already.
+        return None if wake else _stored_outcome(ctx, workflow_id)
     record, request = loaded
     try:
-        return _check_once(self, ctx, record, request)
+        result = _check_once(self, ctx, record, request, wake)
     # A slow or restarting API server must not end a workflow: look again later.
     except TemporaryError as exc:
         log.info("workflow %s: Job %s unavailable (%s)", workflow_id, record.job_name, exc.reason)
+        if wake:
+            return None
         _retry(self, ctx, workflow_id, _interval(ctx, self.request.retries, workflow_id), exc)
+    if wake and result is not None:
+        # The regular loop returns the same outcome at its next run; until then the outcome
+        # task's result must already carry it.
+        app.backend.store_result(outcome_task_id(workflow_id), result, states.SUCCESS)
+    return result
 
 
 def _check_once(
-    task: Task[Any, Any], ctx: WorkerContext, record: WorkflowStatus, request: WorkflowRequest
+    task: Task[Any, Any],
+    ctx: WorkerContext,
+    record: WorkflowStatus,
+    request: WorkflowRequest,
+    wake: bool,
 ) -> dict[str, Any] | None:
     ref = JobRef(record.job_name, record.namespace)
     if record.cancel_requested:
@@ -162,16 +193,35 @@ def _check_once(
                 f"the workflow passed its deadline ({request.deadline_seconds} s) "
                 "before its Job was launched; check the launch workers",
             )
+        if wake:
+            return None
         # The launch is being retried; its countdown decides, ours only waits.
         _retry(
             task, ctx, record.workflow_id, _interval(ctx, task.request.retries, record.workflow_id)
         )
     try:
-        status = ctx.backend.get(ref)
+        status, cached = _read(ctx, ref, first_look=task.request.retries == 0 and not wake)
     # RBAC or a policy forbids reading the Job: no later check can do better.
     except PermanentError as exc:
         return _stop(ctx, record, request, ref, OutcomeState.REJECTED, exc.reason, exc.message)
-    return _judge(task, ctx, record, request, ref, status)
+    return _judge(task, ctx, record, request, ref, status, cached, wake)
+
+
+def _read(ctx: WorkerContext, ref: JobRef, first_look: bool) -> tuple[JobStatus, bool]:
+    """The Job's status from the watcher's cache when it is fresh, else from the API server.
+
+    Returns the status and whether it came from the cache. A Job the cache saw deleted is
+    confirmed with one GET before anyone calls it deleted, and an ended Job whose pods in the
+    cache show no exit code yet is read from the API server.
+    """
+    status = ctx.cache.read(ref, first_look) if ctx.cache is not None else None
+    if status is None or status.phase is JobPhase.MISSING:
+        return ctx.backend.get(ref), False
+    if status.phase.terminal and status.exit_code is None:
+        # The pods' watch is a stream apart from the Jobs' and may lag it: take the final
+        # evidence (exit code, OOMKilled) from the API server, once per workflow.
+        return ctx.backend.get(ref), False
+    return status, True
 
 
 def _judge(
@@ -181,8 +231,17 @@ def _judge(
     request: WorkflowRequest,
     ref: JobRef,
     status: JobStatus,
+    cached: bool = False,
+    wake: bool = False,
 ) -> dict[str, Any] | None:
     if status.phase is JobPhase.MISSING:
+        since = ctx.records.deleting_since(record.workflow_id)
+        if since is not None and time.time() - since < DELETE_FINISH_SECONDS:
+            # jobferry is deleting it (cancel, deadline, stuck pod): that task stores the
+            # outcome; a wake-up caused by its own delete must not call it JobDeleted.
+            if wake:
+                return None
+            _retry(task, ctx, record.workflow_id, ctx.settings.status_interval_seconds)
         return _finish(
             ctx,
             record,
@@ -231,15 +290,24 @@ def _judge(
             "and its pods were deleted. Raise deadline_seconds or make the work faster",
             status,
         )
-    detail = _detail(status)
-    if detail != record.detail:
-        _transition(ctx, record, WorkflowState.RUNNING, detail)
-    _retry(
-        task,
-        ctx,
-        record.workflow_id,
-        _interval(ctx, task.request.retries, record.workflow_id, status),
-    )
+    if status is not NOT_SEEN_YET:
+        detail = _detail(status)
+        if detail != record.detail:
+            _transition(ctx, record, WorkflowState.RUNNING, detail)
+    countdown = _interval(ctx, task.request.retries, record.workflow_id, status, cached)
+    if not wake:
+        _retry(task, ctx, record.workflow_id, countdown)
+    if status.stuck:
+        # The regular loop may be far off: come back when the start-up grace ends.
+        task.app.send_task(
+            CHECK_TASK,
+            args=[record.workflow_id],
+            kwargs={"wake": True},
+            task_id=f"jobferry-wake-{record.workflow_id}-grace-{uuid.uuid4().hex[:12]}",
+            countdown=countdown,
+            ignore_result=True,
+        )
+    return None
 
 
 @app.task(bind=True, name=CANCEL_TASK, max_retries=None)
@@ -311,6 +379,7 @@ def _stop(
             status = None
     log_tail = _logs(ctx, ref, status) if status is not None else ""
     if status is None or status.phase is not JobPhase.MISSING:
+        ctx.records.mark_deleting(record.workflow_id)
         try:
             ctx.backend.delete(ref)
         # Forbidden to delete: the outcome must say the Job is still there, and why.
@@ -393,14 +462,23 @@ def _waited(status: JobStatus) -> float:
 
 
 def _interval(
-    ctx: WorkerContext, checks: int, workflow_id: str, status: JobStatus | None = None
+    ctx: WorkerContext,
+    checks: int,
+    workflow_id: str,
+    status: JobStatus | None = None,
+    cached: bool = False,
 ) -> float:
-    """Short at first, growing 1.5x to the cap; never past the deadline or the start-up grace."""
+    """Short at first, growing 1.5x to the cap; never past the deadline or the start-up grace.
+
+    While the watcher's cache is fresh (`cached`) the cap is the longer
+    `watch_check_interval_seconds`: the watcher wakes the check when the Job changes, and the
+    regular loop only guards the deadline and a lost wake-up.
+    """
     settings = ctx.settings
-    interval = min(
-        settings.status_interval_max_seconds,
-        settings.status_interval_seconds * 1.5 ** min(checks, 40),
-    )
+    cap = settings.status_interval_max_seconds
+    if cached:
+        cap = max(cap, settings.watch_check_interval_seconds)
+    interval = min(cap, settings.status_interval_seconds * 1.5 ** min(checks, 40))
     deadline = ctx.records.deadline(workflow_id)
     if deadline is not None:
         interval = min(interval, max(0.5, (deadline - datetime.now(UTC)).total_seconds() + 0.1))

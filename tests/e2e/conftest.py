@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import Pipeline, make_pipeline
 from tests.k8senv.cluster import Cluster
-from tests.services import ROOT, RedisServer
+from tests.services import ROOT, RedisServer, wait_for
+from workers.cache import Health, read_health
 
 NAMESPACE = "jobferry-e2e"
 STRICT_NAMESPACE = "jobferry-e2e-strict"
@@ -124,7 +126,9 @@ def k8s_pipeline(
 ) -> Iterator[Pipeline]:
     """Workers for a whole module (workflow ids differ per test), on Redis database 2."""
     url = redis_srv.url.rsplit("/", 1)[0] + "/2"
-    redis_srv.client().flushall()
+    admin = redis_srv.client()
+    admin.flushall()
+    admin.close()
     pipeline = make_pipeline(
         url,
         tmp_path_factory.mktemp("e2e-logs"),
@@ -132,5 +136,18 @@ def k8s_pipeline(
     )
     pipeline.env["KUBECONFIG"] = str(e2e.worker_kubeconfig)
     pipeline.start_worker(concurrency=4)
+    # The watcher runs as the workers' ServiceAccount too, so the audit of the Role covers it.
+    pipeline.start_watcher(JOBFERRY_WATCH_NAMESPACES=f"{NAMESPACE},{STRICT_NAMESPACE}")
+    wait_for("the watcher's heartbeat", lambda: watch_health(pipeline, NAMESPACE), timeout=60)
     yield pipeline
     pipeline.stop()
+
+
+def watch_health(pipeline: Pipeline, namespace: str) -> Health | None:
+    """The namespace's watch health when the cache can be trusted, else None."""
+    client_ = redis.Redis.from_url(pipeline.client.settings.redis_url)
+    try:
+        health = read_health(client_, namespace)
+    finally:
+        client_.close()
+    return health if health.ok(pipeline.client.settings.watch_stale_seconds) else None

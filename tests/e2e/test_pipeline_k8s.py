@@ -113,7 +113,8 @@ def test_success_with_timings_and_log_tail(k8s_pipeline: Pipeline, e2e: E2E) -> 
     assert "report written to s3://acme/r.pdf" in outcome.log_tail
     assert outcome.submitted_at and outcome.created_at and outcome.started_at
     assert outcome.finished_at is not None
-    assert outcome.submitted_at <= outcome.created_at
+    # creationTimestamp has one-second resolution: compare at that resolution.
+    assert outcome.submitted_at.replace(microsecond=0) <= outcome.created_at
     assert outcome.duration_seconds is not None and outcome.duration_seconds >= 2
     cluster_job = job(e2e, "e2e-ok")
     assert cluster_job is not None and condition(cluster_job, "Complete")

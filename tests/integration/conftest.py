@@ -9,7 +9,7 @@ import pytest
 
 from scheduler import Jobferry, load_settings
 from tests.kube_emulator import KubeEmulator
-from tests.services import WorkerProcess
+from tests.services import WatcherProcess, WorkerProcess
 
 FAST_CHECKS = {
     "JOBFERRY_STATUS_INTERVAL_SECONDS": "0.3",
@@ -33,6 +33,13 @@ class Pipeline:
         worker = WorkerProcess({**self.env, **extra_env}, self.logs / name, concurrency)
         self.workers.append(worker.start())
         return worker
+
+    def start_watcher(self, **extra_env: str) -> WorkerProcess:
+        """`jobferry watcher` beside the workers (stopped with them)."""
+        name = f"watcher-{len(self.workers) + 1}.log"
+        watcher = WatcherProcess({**self.env, **extra_env}, self.logs / name)
+        self.workers.append(watcher.start())
+        return watcher
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -199,6 +199,11 @@ class KubeEmulator:
         """Forget all objects, logs, faults and recorded requests; keep namespace ``default``."""
         self._call(self._live.reset)
 
+    def compact(self) -> None:
+        """Forget every change so far, as etcd compaction does: a watch or list from an
+        older resourceVersion gets 410 Expired (a watch that is open keeps going)."""
+        self._call(self._live.store.compact)
+
     # -- namespaces and jobs ------------------------------------------------------------
 
     def add_namespace(self, name: str) -> None:

@@ -179,6 +179,11 @@ class Store:
         self._changes.clear()
         self._changes_since = self._rv
 
+    def compact(self) -> None:
+        """Forget the change log, as etcd compaction does: older versions get 410 Expired."""
+        self._changes.clear()
+        self._changes_since = self._rv
+
     def subscribe(self, watcher: Watcher, since: str | None) -> list[JsonDict]:
         """Register a watcher; returns the events it must get first.
 

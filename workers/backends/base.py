@@ -11,6 +11,7 @@ their platform raises into this small tree, so the tasks decide between "retry l
      │    ├── Conflict           409 for a Job that is not this workflow's
      │    └── Invalid            400/422: the API server refused the manifest
      └── TemporaryError          429, 5xx, timeouts, refused connections: retry with backoff
+          └── Gone               410 on a watch: its resourceVersion is too old, list again
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ class TemporaryError(BackendError):
     ) -> None:
         super().__init__(message, reason)
         self.retry_after = retry_after
+
+
+class Gone(TemporaryError):
+    """A watch's resourceVersion was compacted away (410 Gone): list again, then watch."""
+
+    reason = "Expired"
 
 
 class JobPhase(str, Enum):
@@ -154,6 +161,14 @@ class JobBackend(ABC):
     @abstractmethod
     def logs(self, ref: JobRef, status: JobStatus, tail_lines: int, limit_bytes: int) -> str:
         """The tail of the latest attempt's log; "" when there is none to read."""
+
+    def owned_jobs(self, namespace: str, selector: str) -> list[tuple[str, str]]:
+        """(Job name, workflow id) of every Job `selector` marks as jobferry's in `namespace`.
+
+        Used by the reconciler to find Jobs without a workflow record; a backend that cannot
+        list returns [] (the local backend: its Jobs die with their records' host).
+        """
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.watch.watch import iter_resp_lines
 
 from scheduler.errors import RequestError
 from scheduler.models import WorkflowRequest
@@ -29,6 +31,7 @@ from workers.backends.base import (
     BackendError,
     Conflict,
     Forbidden,
+    Gone,
     Invalid,
     JobBackend,
     JobPhase,
@@ -37,6 +40,7 @@ from workers.backends.base import (
     NotFound,
     TemporaryError,
 )
+from workers.budget import Budget, Unlimited
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +93,24 @@ def load_client_configuration(settings: Settings, environ: dict[str, str]) -> cl
 class KubernetesBackend(JobBackend):
     name = "kubernetes"
 
-    def __init__(self, settings: Settings, configuration: client.Configuration) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        configuration: client.Configuration,
+        budget: Budget | None = None,
+    ) -> None:
         self._settings = settings
+        self._budget = budget or Unlimited()
         self._api = client.ApiClient(configuration)
         self._batch = client.BatchV1Api(self._api)
         self._core = client.CoreV1Api(self._api)
         self._timeout = settings.api_timeout_seconds
 
     @classmethod
-    def from_settings(cls, settings: Settings, environ: dict[str, str]) -> KubernetesBackend:
-        return cls(settings, load_client_configuration(settings, environ))
+    def from_settings(
+        cls, settings: Settings, environ: dict[str, str], budget: Budget | None = None
+    ) -> KubernetesBackend:
+        return cls(settings, load_client_configuration(settings, environ), budget)
 
     def close(self) -> None:
         self._api.close()
@@ -196,6 +208,7 @@ class KubernetesBackend(JobBackend):
         if status.pod_name is None or tail_lines == 0:
             return ""
         pod = status.pod_name
+        self._budget.acquire()
         try:
             with telemetry.kube_api_call("get", "pods/log", ref.namespace) as observed:
                 try:
@@ -217,6 +230,97 @@ class KubernetesBackend(JobBackend):
             log.warning("no log for pod %s/%s: %s", ref.namespace, pod, _short(exc))
             return ""
         return bytes(response.data).decode("utf-8", errors="replace")
+
+    def list_objects(
+        self, resource: Literal["jobs", "pods"], namespace: str, selector: str
+    ) -> dict[str, Any]:
+        """One LIST of jobferry's Jobs or pods: the API's list object (items, resourceVersion)."""
+        lister = self._lister(resource)
+        return self._call(
+            "list",
+            resource,
+            namespace,
+            lambda: lister(
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+        )
+
+    def watch(
+        self,
+        resource: Literal["jobs", "pods"],
+        namespace: str,
+        selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events (`type`, `object`) from `resource_version` until the server ends the watch.
+
+        Bookmarks are asked for, so an idle watch still moves its resourceVersion on. One
+        request per watch, charged once to the API budget however many events it carries.
+
+        Raises:
+            Gone: the resourceVersion is too old (410); list again.
+            TemporaryError: the watch broke; resume from the last resourceVersion seen.
+        """
+        self._budget.acquire()
+        try:
+            response = self._lister(resource)(
+                namespace,
+                label_selector=selector,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds,
+                _preload_content=False,
+                _request_timeout=(self._timeout, timeout_seconds + self._timeout),
+            )
+        except ApiException as exc:
+            # Asked for a version the server no longer keeps: the caller lists again.
+            if exc.status == 410:
+                raise Gone(f"watch of {resource} in {namespace!r}: {exc.reason}") from exc
+            raise translate_api_error(exc, "watch", resource, namespace) from exc
+        # Unreachable: the caller backs off and resumes from its last version.
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TemporaryError(
+                f"the Kubernetes API did not open the watch of {resource}: {_short(exc)}"
+            ) from exc
+        try:
+            for line in iter_resp_lines(response):
+                if not line:
+                    continue
+                event: dict[str, Any] = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    message = str(status.get("message") or status)
+                    if status.get("code") == 410:
+                        raise Gone(f"watch of {resource} in {namespace!r}: {message}")
+                    raise TemporaryError(f"watch of {resource} in {namespace!r}: {message}")
+                yield event
+        # The stream broke (server restart, network): the caller resumes from its last version.
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise TemporaryError(
+                f"the watch of {resource} in {namespace!r} broke: {_short(exc)}"
+            ) from exc
+        finally:
+            response.release_conn()
+
+    def owned_jobs(self, namespace: str, selector: str) -> list[tuple[str, str]]:
+        listing = self.list_objects("jobs", namespace, selector)
+        return [
+            (
+                item["metadata"]["name"],
+                str((item["metadata"].get("labels") or {}).get(manifest.WORKFLOW_LABEL, "")),
+            )
+            for item in listing.get("items") or []
+        ]
+
+    def _lister(self, resource: Literal["jobs", "pods"]) -> Any:
+        if resource == "jobs":
+            return self._batch.list_namespaced_job
+        return self._core.list_namespaced_pod
 
     def _read_job(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:
@@ -247,6 +351,7 @@ class KubernetesBackend(JobBackend):
         return list(pods.get("items") or [])
 
     def _call(self, verb: str, resource: str, namespace: str, call: Any) -> dict[str, Any]:
+        self._budget.acquire()
         with telemetry.kube_api_call(verb, resource, namespace) as observed:
             try:
                 response = call()

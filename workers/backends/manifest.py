@@ -27,6 +27,11 @@ def job_labels(request: WorkflowRequest, app_label: str) -> dict[str, str]:
     }
 
 
+def owned_selector(app_label: str) -> str:
+    """The label selector of every Job (and pod) this jobferry installation created."""
+    return f"app={app_label},{MANAGED_BY}={MANAGER}"
+
+
 def build_job(
     request: WorkflowRequest,
     job_name: str,

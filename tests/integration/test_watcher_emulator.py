@@ -1,0 +1,191 @@
+"""`jobferry watcher` as a real process against the API emulator, with real workers and Redis.
+
+The status checks read the watcher's cache instead of the API server, and the watcher wakes a
+check the moment a Job ends or is deleted: outcomes arrive although the regular check loop
+waits up to `JOBFERRY_WATCH_CHECK_INTERVAL_SECONDS` (120 s) between looks.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from kubernetes import client, config
+
+from scheduler import OutcomeState, WorkflowRequest
+from scheduler.naming import job_name
+from tests.integration.conftest import Pipeline, make_pipeline, print_logs_if_failed
+from tests.kube_emulator import KubeEmulator
+from tests.services import wait_for
+from workers import cache
+
+NS = "default"
+WATCHED = {
+    "JOBFERRY_BACKEND": "kubernetes",
+    "JOBFERRY_STARTUP_GRACE_SECONDS": "1",
+    "JOBFERRY_WATCH_NAMESPACES": "default",
+    "JOBFERRY_WATCH_STALE_SECONDS": "5",
+    "JOBFERRY_WATCH_LEASE_SECONDS": "3",
+}
+
+
+def request(workflow_id: str, **fields: object) -> WorkflowRequest:
+    return WorkflowRequest(
+        workflow_id=workflow_id,
+        image="ghcr.io/acme/report:1.4.2",
+        command=["python", "-m", "report"],
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def healthy(url: str) -> cache.Health | None:
+    client_ = redis.Redis.from_url(url)
+    try:
+        health = cache.read_health(client_, NS)
+    finally:
+        client_.close()
+    return health if health.ok(5) else None
+
+
+@pytest.fixture
+def watched(
+    redis_url: str,
+    kube_emulator: KubeEmulator,
+    kube_emulator_kubeconfig: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Pipeline]:
+    pipeline = make_pipeline(redis_url, tmp_path / "logs", WATCHED)
+    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
+    pipeline.start_worker()
+    pipeline.start_watcher()
+    wait_for("the watcher's first heartbeat", lambda: healthy(redis_url), timeout=60)
+    yield pipeline
+    pipeline.stop()
+    print_logs_if_failed(request, pipeline)
+
+
+@pytest.fixture
+def admin(kube_emulator_kubeconfig: Path) -> Iterator[client.BatchV1Api]:
+    api = config.new_client_from_config(str(kube_emulator_kubeconfig))
+    yield client.BatchV1Api(api)
+    api.close()
+
+
+def created(emulator: KubeEmulator, workflow_id: str) -> str:
+    name = job_name(workflow_id)
+    wait_for(f"Job {name} created", lambda: emulator.get_job(NS, name), timeout=30)
+    return name
+
+
+def test_checks_read_the_cache_and_the_end_wakes_them(
+    watched: Pipeline, kube_emulator: KubeEmulator
+) -> None:
+    handle = watched.client.submit(request("cached"))
+    name = created(kube_emulator, "cached")
+    pod = kube_emulator.add_pod_for_job(NS, name, phase="Running")
+    # The pod's start wakes a check, which writes the detail from the cache.
+    wait_for("the running detail", lambda: "running" in handle.status().detail, timeout=30)
+    kube_emulator.update_pod_status(
+        NS,
+        pod,
+        {
+            "phase": "Succeeded",
+            "containerStatuses": [
+                {"name": "workflow", "state": {"terminated": {"exitCode": 0}}, "ready": False}
+            ],
+        },
+    )
+    kube_emulator.set_pod_log(NS, pod, "all done\n")
+    kube_emulator.mark_job_succeeded(NS, name)
+    # The regular loop sleeps up to 120 s now; only the watcher's wake-up is this quick.
+    outcome = handle.wait(timeout=30)
+    assert (outcome.state, outcome.exit_code) == (OutcomeState.SUCCEEDED, 0)
+    assert "all done" in outcome.log_tail
+    # One create and one log read; the status came from the cache. At most two GETs: one
+    # when a loaded machine lets the second look come before the watcher wrote the new Job,
+    # one for the final evidence when the pods' watch lags the Jobs' (it is a stream apart).
+    assert kube_emulator.count_requests("POST", r"/jobs$") == 1
+    assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") <= 2
+    # The wake-up and a regular check may reach the end at the same moment (the first
+    # outcome stored wins): then both read the log.
+    assert 1 <= kube_emulator.count_requests("GET", rf"/pods/{pod}/log$") <= 2
+    celery_result = watched.client.celery.AsyncResult(f"jobferry-outcome-{'cached'}")
+    assert celery_result.get(timeout=10)["state"] == "succeeded"
+
+
+def test_job_deleted_by_someone_else(
+    watched: Pipeline, kube_emulator: KubeEmulator, admin: client.BatchV1Api
+) -> None:
+    handle = watched.client.submit(request("deleted"))
+    name = created(kube_emulator, "deleted")
+    kube_emulator.add_pod_for_job(NS, name, phase="Running")
+    wait_for("the running detail", lambda: "running" in handle.status().detail, timeout=30)
+    admin.delete_namespaced_job(name, NS, propagation_policy="Background")
+    outcome = handle.wait(timeout=30)
+    assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "JobDeleted")
+    # The deletion the cache saw was confirmed with one GET before it was believed.
+    assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") >= 1
+
+
+def test_410_gone_relists_and_the_workflow_still_finishes(
+    watched: Pipeline, kube_emulator: KubeEmulator, redis_url: str
+) -> None:
+    handle = watched.client.submit(request("gone"))
+    name = created(kube_emulator, "gone")
+    wait_for("the Job in the cache", lambda: _cached(redis_url, name), timeout=30)
+    watcher = watched.workers[-1]
+    watcher.stop()
+    # While nobody watches, the Job ends and etcd compacts: the stored version is too old.
+    kube_emulator.mark_job_succeeded(NS, name)
+    kube_emulator.compact()
+    watched.start_watcher()
+    outcome = handle.wait(timeout=60)
+    assert outcome.state is OutcomeState.SUCCEEDED
+    health = wait_for("a healthy watch again", lambda: healthy(redis_url), timeout=30)
+    assert health.relists >= 1
+    assert "410 Gone" in health.last_error
+    assert "listing again" in watched.workers[-1].log()
+    status = subprocess.run(
+        [sys.executable, "-m", "workers", "watcher", "--health"],
+        env=watched.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"{NS}: ok" in status.stdout
+    assert f"relists {health.relists}" in status.stdout
+
+
+def test_a_standby_watcher_takes_over_a_dead_ones_namespace(
+    watched: Pipeline, kube_emulator: KubeEmulator, redis_url: str
+) -> None:
+    first = healthy(redis_url)
+    assert first is not None
+    watched.start_watcher()  # stands by: the lease is taken
+    watched.workers[1].stop(signal.SIGKILL)  # the holder dies without a word
+    takeover = wait_for(
+        "another holder",
+        lambda: (h := healthy(redis_url)) and h.holder != first.holder and h,
+        timeout=60,
+    )
+    assert takeover.holder
+    handle = watched.client.submit(request("after-takeover"))
+    name = created(kube_emulator, "after-takeover")
+    kube_emulator.mark_job_failed(NS, name)
+    outcome = handle.wait(timeout=30)
+    assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "BackoffLimitExceeded")
+
+
+def _cached(url: str, name: str) -> bool:
+    client_ = redis.Redis.from_url(url)
+    try:
+        return bool(client_.hexists(cache.jobs_key(NS), name))
+    finally:
+        client_.close()

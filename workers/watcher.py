@@ -1,0 +1,422 @@
+"""`jobferry watcher`: one watch of Jobs and one of pods per namespace, written to Redis.
+
+Polling every Job costs the API server requests in proportion to jobs x duration; a watch
+per Job costs a connection each. One LIST+WATCH per namespace and resource costs the same
+whether 1 or 5,000 workflows run there. What the watch sees goes into the status cache
+(`workers.cache`), which status checks read, and when a Job ends, is deleted, or its pod
+starts running or gets stuck, the watcher wakes that workflow's status check at once (a
+check task with its own id and `wake=True`), so the outcome follows the Job within about a
+second while the regular checks can wait long.
+
+Replicas: each namespace has a lease in Redis (`SET NX PX`, renewed every second); one
+replica holds it and watches, the others stand by and take over when the holder stops
+renewing. Watches resume from the resourceVersion stored with the cache; on 410 Gone they
+list again and replace the namespace's cache. Every error is logged and retried with
+backoff, and the heartbeat says whether the cache can be trusted: the watcher never dies
+silently, and checks fall back to the API server while it is unhealthy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+import redis
+from celery import Celery
+
+from scheduler.celeryconfig import CHECK_TASK, make_celery
+from scheduler.records import INFLIGHT_KEY, RecordStore
+from scheduler.settings import Settings
+from workers import cache
+from workers.backends import classify, manifest
+from workers.backends.base import UNRECOVERABLE_WAITING, BackendError, Gone
+from workers.backends.kubernetes import KubernetesBackend
+from workers.budget import make_budget
+
+log = logging.getLogger("jobferry.watcher")
+
+Resource = Literal["jobs", "pods"]
+WATCH_SECONDS = 30
+"""Each watch request asks the server to end it after this long; it resumes at once."""
+LEASE_PREFIX = "jobferry:watch:lease:"
+
+# Renews a lease only for its holder; returns 1 when renewed.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def wake_task_id(workflow_id: str) -> str:
+    return f"jobferry-wake-{workflow_id}-{uuid.uuid4().hex[:12]}"
+
+
+class Waker:
+    """Sends a status check for a workflow right away, apart from its regular check loop."""
+
+    def __init__(self, celery: Celery, client: redis.Redis) -> None:
+        self._celery = celery
+        self._redis = client
+
+    def __call__(self, workflow_id: str, why: str) -> None:
+        # A re-list shows every finished Job still kept by its TTL: wake only those in flight.
+        if self._redis.zscore(INFLIGHT_KEY, RecordStore.key(workflow_id)) is None:
+            return
+        log.info("waking the status check of %s: %s", workflow_id, why)
+        self._celery.send_task(
+            CHECK_TASK,
+            args=[workflow_id],
+            kwargs={"wake": True},
+            task_id=wake_task_id(workflow_id),
+            ignore_result=True,
+        )
+
+
+class ResourceWatch(threading.Thread):
+    """LIST then WATCH one resource in one namespace, forever, writing the cache."""
+
+    def __init__(
+        self,
+        backend: KubernetesBackend,
+        client: redis.Redis,
+        namespace: str,
+        resource: Resource,
+        selector: str,
+        wake: Callable[[str, str], None],
+        holder: str = "",
+    ) -> None:
+        super().__init__(name=f"watch-{resource}-{namespace}", daemon=True)
+        self.holder = holder
+        self.backend, self.redis, self.namespace = backend, client, namespace
+        self.resource, self.selector, self.wake = resource, selector, wake
+        self.stopping = threading.Event()
+        self.connected = False
+        self._seen: dict[str, str] = {}
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        rv: str | None = self._stored_rv()
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                if rv is None:
+                    rv = self._relist()
+                self.connected = True
+                for event in self.backend.watch(
+                    self.resource, self.namespace, self.selector, rv, WATCH_SECONDS
+                ):
+                    rv = self._apply(event) or rv
+                    if self.stopping.is_set():
+                        break
+                failures = 0
+            # The version is compacted away (or was never valid): start over from a list.
+            except Gone as exc:
+                self.connected = False
+                log.warning("%s: %s; listing again", self.name, exc.message)
+                self._error(f"410 Gone: {exc.message}", relist=True)
+                rv = None
+            # The API server or Redis failed: say so, mark the cache untrusted, back off.
+            except (BackendError, redis.RedisError) as exc:
+                self.connected = False
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                text = exc.message if isinstance(exc, BackendError) else str(exc)
+                log.warning("%s failed (%s); retrying in %.1f s", self.name, text, delay)
+                self._error(text)
+                self.stopping.wait(delay)
+            # Anything else is a bug: log it loudly and keep watching after a pause.
+            except Exception as exc:
+                self.connected = False
+                log.exception("%s crashed; restarting it", self.name)
+                self._error(f"{type(exc).__name__}: {exc}")
+                self.stopping.wait(5.0)
+        self.connected = False
+
+    def _stored_rv(self) -> str | None:
+        value = self.redis.hget(cache.health_key(self.namespace), f"{self.resource}_rv")
+        return cache._text(value) or None
+
+    def _error(self, text: str, relist: bool = False) -> None:
+        try:
+            pipe = self.redis.pipeline()
+            pipe.hset(
+                cache.health_key(self.namespace),
+                mapping={"last_error": text[:500], "last_error_at": str(time.time())},
+            )
+            if relist:
+                pipe.hincrby(cache.health_key(self.namespace), "relists", 1)
+            pipe.execute()
+        # Redis is down too: the log line above is all we can leave.
+        except redis.RedisError:
+            pass
+
+    def _relist(self) -> str:
+        listing = self.backend.list_objects(self.resource, self.namespace, self.selector)
+        rv = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+        items = list(listing.get("items") or [])
+        if self.resource == "jobs":
+            self._replace_jobs(items, rv)
+        else:
+            self._replace_pods(items, rv)
+        log.info("%s: listed %d, watching from %s", self.name, len(items), rv)
+        return rv
+
+    def _replace_jobs(self, items: list[dict[str, Any]], rv: str) -> None:
+        ns = self.namespace
+        stored = cast(dict[Any, Any], self.redis.hgetall(cache.jobs_key(ns)))
+        before = {cache._text(k): json.loads(v) for k, v in stored.items()}
+        now = {item["metadata"]["name"]: cache.trim_job(item) for item in items}
+        vanished = [job for name, job in before.items() if name not in now]
+        pipe = self.redis.pipeline()
+        pipe.delete(cache.jobs_key(ns))
+        if now:
+            pipe.hset(cache.jobs_key(ns), mapping={k: json.dumps(v) for k, v in now.items()})
+        for job in vanished:
+            pipe.set(cache.gone_key(ns, job["metadata"]["name"]), "1", ex=cache.TOMBSTONE_SECONDS)
+        pipe.hset(cache.health_key(ns), "jobs_rv", rv)
+        pipe.execute()
+        self._seen.clear()
+        for job in now.values():
+            self._job_changed(job)
+        for job in vanished:
+            # Deleted while nobody watched (the gap a 410 or a takeover leaves).
+            self._wake(job, "Job deleted while unwatched")
+
+    def _replace_pods(self, items: list[dict[str, Any]], rv: str) -> None:
+        ns = self.namespace
+        index = cast(dict[Any, Any], self.redis.hgetall(cache.podjob_key(ns)))
+        pipe = self.redis.pipeline()
+        for job in {cache._text(v) for v in index.values()}:
+            pipe.delete(cache.pods_key(ns, job))
+        pipe.delete(cache.podjob_key(ns))
+        for pod in items:
+            self._write_pod(pipe, pod)
+        pipe.hset(cache.health_key(ns), "pods_rv", rv)
+        pipe.execute()
+        self._seen.clear()
+        for pod in items:
+            self._pod_changed(pod)
+
+    def _apply(self, event: dict[str, Any]) -> str | None:
+        if self.holder and self.redis.get(LEASE_PREFIX + self.namespace) != self.holder.encode():
+            # The lease moved on (this process stalled): the new holder writes from now on.
+            self.stopping.set()
+            return None
+        kind, obj = event.get("type"), event.get("object") or {}
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        field = f"{self.resource}_rv"
+        pipe = self.redis.pipeline()
+        if kind != "BOOKMARK":
+            if self.resource == "jobs":
+                self._write_job(pipe, kind, obj)
+            elif kind == "DELETED":
+                self._delete_pod(pipe, obj)
+            else:
+                self._write_pod(pipe, obj)
+            pipe.hset(cache.health_key(self.namespace), "last_event_at", str(time.time()))
+        if rv:
+            pipe.hset(cache.health_key(self.namespace), field, rv)
+        pipe.execute()
+        if kind in ("ADDED", "MODIFIED"):
+            if self.resource == "jobs":
+                self._job_changed(cache.trim_job(obj))
+            else:
+                self._pod_changed(obj)
+        elif kind == "DELETED":
+            self._seen.pop(obj["metadata"]["name"], None)
+            if self.resource == "jobs":
+                self._wake(obj, "Job deleted")
+        return str(rv) if rv else None
+
+    def _write_job(self, pipe: Any, kind: Any, obj: dict[str, Any]) -> None:
+        ns, name = self.namespace, obj["metadata"]["name"]
+        if kind == "DELETED":
+            pipe.hdel(cache.jobs_key(ns), name)
+            pipe.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
+        else:
+            pipe.hset(cache.jobs_key(ns), name, json.dumps(cache.trim_job(obj)))
+            pipe.delete(cache.gone_key(ns, name))
+
+    def _write_pod(self, pipe: Any, pod: dict[str, Any]) -> None:
+        job = cache.pod_job(pod)
+        if job is None:
+            return
+        name = pod["metadata"]["name"]
+        pipe.hset(cache.pods_key(self.namespace, job), name, json.dumps(cache.trim_pod(pod)))
+        pipe.hset(cache.podjob_key(self.namespace), name, job)
+
+    def _delete_pod(self, pipe: Any, pod: dict[str, Any]) -> None:
+        job = cache.pod_job(pod)
+        name = pod["metadata"]["name"]
+        if job is not None:
+            pipe.hdel(cache.pods_key(self.namespace, job), name)
+        pipe.hdel(cache.podjob_key(self.namespace), name)
+
+    def _job_changed(self, job: dict[str, Any]) -> None:
+        """Wake the check when a Job reaches its end (once per change of that)."""
+        name = job["metadata"]["name"]
+        status = classify.job_status(job, [])
+        mark = "terminal" if status.phase.terminal else "open"
+        if self._seen.get(name) != mark:
+            self._seen[name] = mark
+            if mark == "terminal":
+                self._wake(job, f"Job {status.phase.value}")
+
+    def _pod_changed(self, pod: dict[str, Any]) -> None:
+        """Wake the check when a pod starts running or gets stuck (detail, start-up grace)."""
+        status = classify.job_status({"status": {}}, [pod])
+        mark = status.waiting_reason if status.waiting_reason in UNRECOVERABLE_WAITING else ""
+        mark = mark or ("running" if status.phase.value == "running" else "")
+        name = pod["metadata"]["name"]
+        if mark and self._seen.get(name) != mark:
+            self._seen[name] = mark
+            self._wake(pod, f"pod {mark}")
+
+    def _wake(self, obj: dict[str, Any], why: str) -> None:
+        workflow_id = ((obj.get("metadata") or {}).get("labels") or {}).get(manifest.WORKFLOW_LABEL)
+        if workflow_id:
+            self.wake(str(workflow_id), why)
+
+
+class NamespaceWatch:
+    """The two watches of one namespace whose lease this process holds."""
+
+    def __init__(self, watches: list[ResourceWatch]) -> None:
+        self.watches = watches
+        for watch in watches:
+            watch.start()
+
+    @property
+    def fresh(self) -> bool:
+        return all(w.connected and w.is_alive() for w in self.watches)
+
+    def stop(self) -> None:
+        for watch in self.watches:
+            watch.stop()
+
+
+class Watcher:
+    """The process: leases, watches and heartbeats for every namespace to watch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        backend: KubernetesBackend,
+        wake: Callable[[str, str], None],
+    ) -> None:
+        self.settings, self.redis, self.backend, self.wake = settings, client, backend, wake
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.selector = manifest.owned_selector(settings.app_label)
+        self.held: dict[str, NamespaceWatch] = {}
+        self.stopping = threading.Event()
+
+    def namespaces(self) -> list[str]:
+        if self.settings.watch_namespaces:
+            return list(self.settings.watch_namespaces)
+        return RecordStore(self.redis, 60, self.settings.app_label).namespaces()
+
+    def run(self) -> None:
+        log.info("watcher %s starting (selector %s)", self.holder, self.selector)
+        while not self.stopping.is_set():
+            try:
+                self.tick()
+            # Redis is unreachable: keep trying; the heartbeats stop, so checks use the API.
+            except redis.RedisError as exc:
+                log.warning("watcher: Redis failed (%s); retrying", exc)
+            self.stopping.wait(1.0)
+        for ns in list(self.held):
+            self._release(ns)
+
+    def tick(self) -> None:
+        lease_ms = int(self.settings.watch_lease_seconds * 1000)
+        for ns in self.namespaces():
+            key = LEASE_PREFIX + ns
+            if ns in self.held:
+                if not self.redis.eval(_RENEW, 1, key, self.holder, lease_ms):
+                    log.warning("watcher: lost the lease of namespace %s; standing by", ns)
+                    self.held.pop(ns).stop()
+                    continue
+                watch = self.held[ns]
+                for i, thread in enumerate(watch.watches):
+                    if not thread.is_alive():
+                        log.error("watcher: %s died; starting it again", thread.name)
+                        watch.watches[i] = self._thread(ns, thread.resource)
+                        watch.watches[i].start()
+                self._heartbeat(ns, watch.fresh)
+            elif self.redis.set(key, self.holder, nx=True, px=lease_ms):
+                log.info("watcher: took the lease of namespace %s", ns)
+                self.held[ns] = NamespaceWatch([self._thread(ns, "jobs"), self._thread(ns, "pods")])
+                self._heartbeat(ns, False)
+
+    def _thread(self, namespace: str, resource: Resource) -> ResourceWatch:
+        return ResourceWatch(
+            self.backend, self.redis, namespace, resource, self.selector, self.wake, self.holder
+        )
+
+    def _heartbeat(self, namespace: str, fresh: bool) -> None:
+        self.redis.hset(
+            cache.health_key(namespace),
+            mapping={
+                "holder": self.holder,
+                "heartbeat_at": str(time.time()),
+                "fresh": "1" if fresh else "0",
+            },
+        )
+
+    def _release(self, namespace: str) -> None:
+        self.held.pop(namespace).stop()
+        try:
+            self._heartbeat(namespace, False)
+            if self.redis.get(LEASE_PREFIX + namespace) == self.holder.encode():
+                self.redis.delete(LEASE_PREFIX + namespace)
+        # Shutting down without Redis: the lease expires by itself.
+        except redis.RedisError:
+            pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def run_watcher(settings: Settings) -> None:
+    """The `jobferry watcher` process, until SIGTERM or Ctrl-C."""
+    import signal
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=15)
+    budget = make_budget(
+        client, settings.api_qps, settings.api_burst, settings.api_budget_max_wait_seconds
+    )
+    backend = KubernetesBackend.from_settings(settings, dict(os.environ), budget)
+    watcher = Watcher(settings, client, backend, Waker(make_celery(settings), client))
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        watcher.stop()
+    finally:
+        backend.close()
+
+
+def health_report(settings: Settings) -> tuple[bool, list[cache.Health]]:
+    """Every watched namespace's health, and whether all of them can be trusted."""
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    try:
+        namespaces = (
+            settings.watch_namespaces or RecordStore(client, 60, settings.app_label).namespaces()
+        )
+        healths = [cache.read_health(client, ns) for ns in namespaces]
+    finally:
+        client.close()
+    ok = all(h.ok(settings.watch_stale_seconds) for h in healths)
+    return ok, healths
