@@ -21,7 +21,14 @@ from typing import Any
 
 from celery import Task
 
-from scheduler.celeryconfig import CHECK_TASK, RECONCILE_TASK, outcome_task_id
+from scheduler.celeryconfig import (
+    CHECK_TASK,
+    LAUNCH_TASK,
+    RECONCILE_TASK,
+    launch_task_id,
+    outcome_task_id,
+)
+from scheduler.models import WorkflowState
 from workers import cache
 from workers.app import WorkerContext, app, context
 from workers.backends import manifest
@@ -54,6 +61,12 @@ def resend_silent_checks(ctx: WorkerContext, celery: Any) -> list[str]:
             silence,
             epoch,
         )
+        record = ctx.records.get(workflow_id)
+        if record is not None and record.state is WorkflowState.QUEUED:
+            # Never launched: the producer died between writing the record and queueing the
+            # launch, or the launch message was lost. A second launch only adopts the Job.
+            log.warning("workflow %s: still queued; sending its launch again", workflow_id)
+            celery.send_task(LAUNCH_TASK, args=[workflow_id], task_id=launch_task_id(workflow_id))
         celery.send_task(
             CHECK_TASK,
             args=[workflow_id],

@@ -78,6 +78,23 @@ def test_a_lost_status_check_is_sent_again(local: Pipeline, redis_client: redis.
     assert reconcile(local)["resent"] == []
 
 
+def test_a_workflow_whose_launch_was_never_queued_is_launched(local: Pipeline) -> None:
+    # A producer (or beat) killed between writing the record and queueing the launch leaves
+    # a `queued` record with no message behind it.
+    local.start_worker()
+    request = WorkflowRequest(workflow_id="never-sent", image="local", command=["echo", "late"])
+    assert local.client.records.create(request) is None
+    wait_for(
+        "the reconciler to send the launch and the check",
+        lambda: "never-sent" in reconcile(local)["resent"],
+        timeout=60,
+        interval=1,
+    )
+    outcome = local.client.submit(request).wait(timeout=60)
+    assert outcome.state is OutcomeState.SUCCEEDED
+    assert "late" in outcome.log_tail
+
+
 def test_at_most_one_resend_per_silence_period(local: Pipeline) -> None:
     # No worker takes the checks: the record alone says when a check last ran.
     records = local.client.records
