@@ -58,7 +58,11 @@ def ours(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_all_services_are_there_and_built_from_the_dockerfile(config: dict[str, Any]) -> None:
-    assert set(ours(config)) == {"worker-launch", "worker-status", "beat", "flower", "cli"}
+    expected = {"worker-launch", "worker-status", "beat", "flower", "cli"}
+    # The watcher watches a cluster: only the kind override has one.
+    if config["services"]["worker-launch"]["environment"].get("JOBFERRY_BACKEND") == "kubernetes":
+        expected.add("watcher")
+    assert set(ours(config)) == expected
     for name, service in ours(config).items():
         assert service["build"]["context"] == str(ROOT), name
         assert service["image"] == f"jobferry:{VERSION}", f"{name}: tag it with the version"

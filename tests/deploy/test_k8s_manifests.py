@@ -70,6 +70,7 @@ def test_the_base_has_every_part(objects: dict[tuple[str, str], dict[str, Any]])
         ("ConfigMap", "jobferry-schedules"),
         ("Deployment", "jobferry-worker-launch"),
         ("Deployment", "jobferry-worker-status"),
+        ("Deployment", "jobferry-watcher"),
         ("Deployment", "jobferry-beat"),
         ("Deployment", "jobferry-flower"),
         ("Service", "jobferry-flower"),
@@ -146,8 +147,7 @@ def test_the_settings_are_real(
 def test_workers_consume_their_queue_are_probed_and_shut_down_softly(
     objects: dict[tuple[str, str], dict[str, Any]],
 ) -> None:
-    soft = Settings.model_fields.get("soft_shutdown_seconds")
-    soft_seconds = soft.default if soft is not None else 30
+    soft_seconds = Settings.model_fields["soft_shutdown_seconds"].default
     for name, queue in WORKERS.items():
         pod = objects["Deployment", name]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
@@ -160,6 +160,23 @@ def test_workers_consume_their_queue_are_probed_and_shut_down_softly(
         # SIGKILL must not land while the soft shutdown is still requeuing held tasks.
         assert pod["terminationGracePeriodSeconds"] >= soft_seconds + 15, name
         assert pod["serviceAccountName"] == "jobferry-worker", name
+
+
+def test_the_watcher_is_probed_by_its_health_and_runs_as_the_workers_account(
+    objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    pod = objects["Deployment", "jobferry-watcher"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["watcher"]
+    assert container["livenessProbe"]["exec"]["command"] == ["jobferry", "watcher", "--health"]
+    assert pod["serviceAccountName"] == "jobferry-worker"
+
+
+def test_workers_expose_their_metrics_port(objects: dict[tuple[str, str], dict[str, Any]]) -> None:
+    port = Settings.model_fields["metrics_port"].default
+    for name in WORKERS:
+        (container,) = objects["Deployment", name]["spec"]["template"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": port} in container["ports"], name
 
 
 def test_the_workers_account_is_the_one_the_role_is_bound_to(
