@@ -1,0 +1,111 @@
+"""`python -m bench --n 100 1000 5000`: run the benchmark, write bench/results/latest.*."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .processes import BenchError
+from .report import write
+from .run import BenchSettings, run_all
+
+
+def parse(argv: list[str] | None) -> BenchSettings:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--n",
+        type=int,
+        nargs="+",
+        default=[100, 1000, 5000],
+        help="workflow counts, one run each (default: 100 1000 5000)",
+    )
+    parser.add_argument(
+        "--duration", type=int, default=30, help="seconds each Job's pod runs (default: 30)"
+    )
+    parser.add_argument(
+        "--launch-concurrency",
+        type=int,
+        default=8,
+        help="launch worker processes = baseline create threads (default: 8)",
+    )
+    parser.add_argument(
+        "--status-concurrency", type=int, default=8, help="status worker processes (default: 8)"
+    )
+    parser.add_argument(
+        "--poll-threads",
+        type=int,
+        default=16,
+        help="threads of the GET-every-2-s baseline poller (default: 16)",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=15.0,
+        help="idle window for the background request rate, s (default: 15)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="give up a phase after this many seconds (default: 3600)",
+    )
+    parser.add_argument(
+        "--watcher",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run `jobferry watcher` (auto: when the command exists)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="admin kubeconfig of an existing cluster (default: start one per N)",
+    )
+    parser.add_argument(
+        "--audit-log", type=Path, help="that cluster's audit log, for per-client counts"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=BenchSettings(sizes=()).out_dir,
+        help="where latest.json/.md/.png go (default: bench/results)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep work dirs (logs)")
+    args = parser.parse_args(argv)  # fmt: skip
+    return BenchSettings(
+        sizes=tuple(args.n),
+        duration_s=args.duration,
+        launch_concurrency=args.launch_concurrency,
+        status_concurrency=args.status_concurrency,
+        poll_threads=args.poll_threads,
+        idle_s=args.idle,
+        timeout_s=args.timeout,
+        watcher=args.watcher,
+        kubeconfig=args.kubeconfig,
+        audit_log=args.audit_log,
+        out_dir=args.out,
+        keep=args.keep,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse(argv)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        results = run_all(settings, log)
+    # Known failures: one line, no traceback.
+    except BenchError as exc:
+        log(f"bench: error: {exc}")
+        return 1
+    write(results, settings.out_dir, command)
+    log(f"bench: wrote {settings.out_dir}/latest.json, latest.md, latest.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
