@@ -22,7 +22,7 @@ def parse(argv: list[str] | None) -> BenchSettings:
         help="workflow counts, one run each (default: 100 1000 5000)",
     )
     parser.add_argument(
-        "--duration", type=int, default=30, help="seconds each Job's pod runs (default: 30)"
+        "--duration", type=int, default=60, help="seconds each Job's pod runs (default: 60)"
     )
     parser.add_argument(
         "--launch-concurrency",
