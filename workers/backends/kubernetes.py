@@ -261,6 +261,12 @@ def translate_api_error(
     status = int(exc.status or 0)
     body = _status_body(exc)
     message = str(body.get("message") or exc.reason or f"HTTP {status}")
+    if status == 403 and authorizer_warming_up(message):
+        return TemporaryError(
+            f"the API server refused {verb} {resource} while its RBAC caches were still "
+            f"loading after a start: {message}",
+            reason="AuthorizerNotReady",
+        )
     if status in (401, 403):
         if status == 401:
             return Forbidden(
@@ -290,6 +296,21 @@ def translate_api_error(
             retry_after=retry_after,
         )
     return Invalid(f"unexpected answer {status} to {verb} {resource}: {message}", "Unexpected")
+
+
+def authorizer_warming_up(message: str) -> bool:
+    """True for the 403 of a kube-apiserver that serves before its RBAC caches are loaded.
+
+    Right after a start, kube-apiserver answers requests while its RBAC informers are still
+    empty, and denies them naming bootstrap ClusterRoles ("system:discovery",
+    "system:basic-user") as not found. Those roles exist in every running cluster (the API
+    server re-creates them at start), so such a denial is about the server, not the worker's
+    grants: it must be retried, not end the workflow as `rejected`.
+    """
+    return "RBAC: [" in message and any(
+        f'clusterrole.rbac.authorization.k8s.io "{role}" not found' in message
+        for role in ("system:discovery", "system:basic-user", "system:public-info-viewer")
+    )
 
 
 def _status_body(exc: ApiException) -> dict[str, Any]:
