@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from .processes import BenchError
 from .report import write
-from .run import BenchSettings, run_all
+from .run import BenchSettings, run_size
 
 
 def parse(argv: list[str] | None) -> BenchSettings:
@@ -72,6 +74,11 @@ def parse(argv: list[str] | None) -> BenchSettings:
         help="where latest.json/.md/.png go (default: bench/results)",
     )
     parser.add_argument("--keep", action="store_true", help="keep work dirs (logs)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the runs of other sizes already in latest.json (e.g. add N=5000 later)",
+    )
     args = parser.parse_args(argv)  # fmt: skip
     return BenchSettings(
         sizes=tuple(args.n),
@@ -86,6 +93,7 @@ def parse(argv: list[str] | None) -> BenchSettings:
         audit_log=args.audit_log,
         out_dir=args.out,
         keep=args.keep,
+        merge=args.merge,
     )
 
 
@@ -96,15 +104,28 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    try:
-        results = run_all(settings, log)
-    # Known failures: one line, no traceback.
-    except BenchError as exc:
-        log(f"bench: error: {exc}")
-        return 1
-    write(results, settings.out_dir, command)
-    log(f"bench: wrote {settings.out_dir}/latest.json, latest.md, latest.png")
+    earlier = previous_runs(settings.out_dir) if settings.merge else []
+    results: list[dict[str, Any]] = []
+    for n in settings.sizes:
+        try:
+            results.append(run_size(n, settings, log))
+        # Known failures: one line, no traceback; the sizes done so far are written.
+        except BenchError as exc:
+            log(f"bench: error at N={n}: {exc}")
+            return 1
+        # Written after each size, so a later size that fails or is stopped loses nothing.
+        kept = [r for r in earlier if r["n"] not in {x["n"] for x in results}]
+        write(sorted(kept + results, key=lambda r: int(r["n"])), settings.out_dir, command)
+        log(f"bench: wrote {settings.out_dir}/latest.json, latest.md, latest.png")
     return 0
+
+
+def previous_runs(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "latest.json"
+    if not path.exists():
+        return []
+    runs: list[dict[str, Any]] = json.loads(path.read_text()).get("runs", [])
+    return runs
 
 
 if __name__ == "__main__":

@@ -70,16 +70,14 @@ class BenchSettings:
     out_dir: Path = ROOT / "bench" / "results"
     keep: bool = False
     """Keep the work directory (component and worker logs)."""
+    merge: bool = False
+    """Keep the runs of other sizes already in latest.json."""
 
 
 def watcher_available() -> bool:
     from workers.cli import main
 
     return "watcher" in main.commands
-
-
-def run_all(settings: BenchSettings, log: Any = print) -> list[dict[str, Any]]:
-    return [run_size(n, settings, log) for n in settings.sizes]
 
 
 def run_size(n: int, settings: BenchSettings, log: Any = print) -> dict[str, Any]:
