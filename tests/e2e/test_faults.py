@@ -97,7 +97,9 @@ def assert_each_succeeded_once(pipeline: Pipeline, e2e: E2E, ids: list[str]) -> 
     for workflow_id in ids:
         outcome = pipeline.client.outcome(workflow_id)
         assert outcome is not None, workflow_id
-        assert (outcome.state, outcome.reason) == (OutcomeState.SUCCEEDED, "Completed"), outcome
+        assert (outcome.state, outcome.reason) == (OutcomeState.SUCCEEDED, "Completed"), (
+            f"{workflow_id}: {outcome.state.value} ({outcome.reason}): {outcome.message}"
+        )
         result = pipeline.client.celery.AsyncResult(outcome_task_id(workflow_id))
         assert result.get(timeout=30) == outcome.model_dump(mode="json"), workflow_id
         jobs = e2e.batch.list_namespaced_job(NAMESPACE, label_selector=f"workflow-id={workflow_id}")

@@ -211,6 +211,22 @@ class KubernetesBackend(JobBackend):
             return ""
         return bytes(response.data).decode("utf-8", errors="replace")
 
+    def _server_ready(self) -> bool:
+        """Whether kube-apiserver answers `ok` to GET /readyz (allowed to every identity)."""
+        try:
+            response = self._api.call_api(
+                "/readyz",
+                "GET",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=self._timeout,
+            )
+        # Refused, 403 (the roles that allow /readyz not loaded yet) or 5xx: not ready.
+        except (ApiException, urllib3.exceptions.HTTPError, OSError):
+            return False
+        return bytes(response.data).strip() == b"ok"
+
     def _read_job(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:
             return self._call(
@@ -243,7 +259,16 @@ class KubernetesBackend(JobBackend):
         try:
             response = call()
         except ApiException as exc:
-            raise translate_api_error(exc, verb, resource, namespace) from exc
+            error = translate_api_error(exc, verb, resource, namespace)
+            # A 403 is only believed from a ready API server: one that has just started
+            # serves before its RBAC caches are loaded, and denies what the Role grants.
+            if exc.status == 403 and not self._server_ready():
+                raise TemporaryError(
+                    f"the API server refused {verb} {resource} while it was not ready "
+                    f"(/readyz failed; RBAC caches still loading after a start?): {error.message}",
+                    reason="ApiNotReady",
+                ) from exc
+            raise error from exc
         # The API server is unreachable or slow: transport errors are always worth a retry.
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TemporaryError(
@@ -261,12 +286,6 @@ def translate_api_error(
     status = int(exc.status or 0)
     body = _status_body(exc)
     message = str(body.get("message") or exc.reason or f"HTTP {status}")
-    if status == 403 and authorizer_warming_up(message):
-        return TemporaryError(
-            f"the API server refused {verb} {resource} while its RBAC caches were still "
-            f"loading after a start: {message}",
-            reason="AuthorizerNotReady",
-        )
     if status in (401, 403):
         if status == 401:
             return Forbidden(
@@ -296,21 +315,6 @@ def translate_api_error(
             retry_after=retry_after,
         )
     return Invalid(f"unexpected answer {status} to {verb} {resource}: {message}", "Unexpected")
-
-
-def authorizer_warming_up(message: str) -> bool:
-    """True for the 403 of a kube-apiserver that serves before its RBAC caches are loaded.
-
-    Right after a start, kube-apiserver answers requests while its RBAC informers are still
-    empty, and denies them naming bootstrap ClusterRoles ("system:discovery",
-    "system:basic-user") as not found. Those roles exist in every running cluster (the API
-    server re-creates them at start), so such a denial is about the server, not the worker's
-    grants: it must be retried, not end the workflow as `rejected`.
-    """
-    return "RBAC: [" in message and any(
-        f'clusterrole.rbac.authorization.k8s.io "{role}" not found' in message
-        for role in ("system:discovery", "system:basic-user", "system:public-info-viewer")
-    )
 
 
 def _status_body(exc: ApiException) -> dict[str, Any]:
