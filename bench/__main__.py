@@ -73,6 +73,13 @@ def parse(argv: list[str] | None) -> BenchSettings:
         default=BenchSettings(sizes=()).out_dir,
         help="where latest.json/.md/.png go (default: bench/results)",
     )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a JOBFERRY_* setting for the worker processes (repeat), e.g. JOBFERRY_API_QPS=200",
+    )
     parser.add_argument("--keep", action="store_true", help="keep work dirs (logs)")
     parser.add_argument(
         "--merge",
@@ -94,7 +101,15 @@ def parse(argv: list[str] | None) -> BenchSettings:
         out_dir=args.out,
         keep=args.keep,
         merge=args.merge,
+        worker_env=dict(pair(item, parser) for item in args.worker_env),
     )
+
+
+def pair(item: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.startswith("JOBFERRY_"):
+        parser.error(f"--worker-env {item!r}: give JOBFERRY_NAME=VALUE")
+    return name, value
 
 
 def main(argv: list[str] | None = None) -> int:

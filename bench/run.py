@@ -72,6 +72,8 @@ class BenchSettings:
     """Keep the work directory (component and worker logs)."""
     merge: bool = False
     """Keep the runs of other sizes already in latest.json."""
+    worker_env: dict[str, str] = field(default_factory=dict)
+    """Extra JOBFERRY_* settings for the worker processes (recorded in the results)."""
 
 
 def watcher_available() -> bool:
@@ -176,6 +178,7 @@ def jobferry_phase(
         JOBFERRY_BACKEND="kubernetes",
         KUBECONFIG=str(kubeconfig),
     )
+    env.update(settings.worker_env)
     quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING"]
     processes = [
         JobferryProcess(
@@ -528,6 +531,7 @@ def summarise(
             "status_concurrency": settings.status_concurrency,
             "poll_interval_s": settings.poll_interval_s,
             "poll_threads": settings.poll_threads,
+            "worker_env": settings.worker_env,
         },
         "machine": {
             "cpus": os.cpu_count(),
