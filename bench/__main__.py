@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     for n in settings.sizes:
         try:
-            results.append(run_size(n, settings, log))
+            results.append({**run_size(n, settings, log), "command": command})
         # Known failures: one line, no traceback; the sizes done so far are written.
         except BenchError as exc:
             log(f"bench: error at N={n}: {exc}")

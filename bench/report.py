@@ -112,6 +112,7 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         ("baseline poller: completion-to-seen p50 / p95, s",
          lambda r: f"{_fmt(r['baseline']['latency_s']['p50'])} / "
          f"{_fmt(r['baseline']['latency_s']['p95'])}"),
+        ("Job duration, s", lambda r: str(r["config"]["duration_s"])),
         ("Jobs in flight at once (peak)", lambda r: f"{r['jobferry']['in_flight_peak']:,}"),
         ("worker PSS (shared pages counted once), MB", lambda r: _fmt(r.get("worker_pss_mb"))),
         ("Redis used_memory_peak, MB", lambda r: _fmt(r["redis_used_memory_peak_mb"])),
@@ -123,10 +124,9 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         rows.append(f"| {what} | | " + " | ".join(cell(r) for r in results) + " |")
     return (
         "# jobferry benchmark: latest results\n\n"
-        f"`{command}`; Job duration {results[0]['config']['duration_s']} s; definitions in "
-        "latest.json (`definitions`) and the README's Performance section.\n\n"
-        + "\n".join(rows)
-        + "\n"
+        + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", command) for r in results))
+        + "; definitions in latest.json (`definitions`) and the README's "
+        "Performance section.\n\n" + "\n".join(rows) + "\n"
     )
 
 
