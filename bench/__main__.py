@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.services import ROOT
+
 from .processes import BenchError
-from .report import write
+from .report import update_readme, write
 from .run import BenchSettings, run_size
+
+DEFAULT_OUT = BenchSettings(sizes=()).out_dir
 
 
 def parse(argv: list[str] | None) -> BenchSettings:
@@ -70,7 +74,7 @@ def parse(argv: list[str] | None) -> BenchSettings:
     parser.add_argument(
         "--out",
         type=Path,
-        default=BenchSettings(sizes=()).out_dir,
+        default=DEFAULT_OUT,
         help="where latest.json/.md/.png go (default: bench/results)",
     )
     parser.add_argument(
@@ -130,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         # Written after each size, so a later size that fails or is stopped loses nothing.
         kept = [r for r in earlier if r["n"] not in {x["n"] for x in results}]
-        write(sorted(kept + results, key=lambda r: int(r["n"])), settings.out_dir, command)
+        runs = sorted(kept + results, key=lambda r: int(r["n"]))
+        write(runs, settings.out_dir, command)
+        if settings.out_dir == DEFAULT_OUT:
+            update_readme(ROOT / "README.md", runs, command)
         log(f"bench: wrote {settings.out_dir}/latest.json, latest.md, latest.png")
     return 0
 

@@ -87,6 +87,17 @@ def write(results: list[dict[str, Any]], out_dir: Path, command: str) -> None:
     plot(results, out_dir / "latest.png")
 
 
+def update_readme(readme: Path, results: list[dict[str, Any]], command: str) -> None:
+    """Put the results table between the README's bench-results markers."""
+    text = readme.read_text()
+    start, end = "<!-- bench-results:start -->\n", "<!-- bench-results:end -->"
+    if start not in text or end not in text:
+        return
+    table = markdown(results, command).split("\n", 2)[2]
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + table + rest[rest.index(end) :])
+
+
 def markdown(results: list[dict[str, Any]], command: str) -> str:
     sizes = [r["n"] for r in results]
     header = "| goal | target | " + " | ".join(f"N = {n:,}" for n in sizes) + " |"
@@ -144,19 +155,27 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             label="GET every 2 s")  # fmt: skip
     ax.axhline(4, color="grey", linestyle=":", label="goal <= 4")
     ax.set(title="API requests per workflow (client's own)", xlabel="workflows N", xscale="log")
+    ax.set_ylim(bottom=0)
     ax.legend()
     ax = axes[1]
     for key, label in (("p50", "p50"), ("p95", "p95"), ("p99", "p99")):
         ax.plot(sizes, [r["jobferry"]["latency_s"][key] for r in results], "o-", label=label)
     ax.axhline(2, color="grey", linestyle=":", label="goal p95 <= 2 s")
     ax.set(title="completion-to-outcome latency, s", xlabel="workflows N", xscale="log")
+    ax.set_ylim(bottom=0)
     ax.legend()
     ax = axes[2]
-    ax.bar([str(n) for n in sizes], [r["worker_rss_mb"] for r in results], label="worker RSS")
-    ax.bar([str(n) for n in sizes], [r["redis_used_memory_peak_mb"] for r in results],
-           label="Redis peak", alpha=0.7)  # fmt: skip
+    positions = range(len(sizes))
+    bars = (
+        ("worker RSS", [r["worker_rss_mb"] for r in results], -0.27),
+        ("worker PSS", [r.get("worker_pss_mb") or 0 for r in results], 0.0),
+        ("Redis peak", [r["redis_used_memory_peak_mb"] for r in results], 0.27),
+    )
+    for label, values, shift in bars:
+        ax.bar([p + shift for p in positions], values, width=0.27, label=label)
     ax.axhline(500, color="grey", linestyle=":", label="goal RSS < 500 MB")
-    ax.set(title="memory, MB", xlabel="workflows N")
+    ax.set_xticks(list(positions), [str(n) for n in sizes])
+    ax.set(title="peak memory, MB (log scale)", xlabel="workflows N", yscale="log")
     ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=90)
