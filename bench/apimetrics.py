@@ -48,7 +48,7 @@ def parse_metrics(text: str) -> Scrape:
     Non-resource requests (`/metrics`, `/readyz`, discovery of `/api`) are left out: the
     benchmark's own scrapes would otherwise count.
     """
-    requests: Counter[str] = Counter()
+    requests: dict[str, float] = {}
     service_accounts = 0.0
     for family in text_string_to_metric_families(text):
         # The parser drops the `_total` suffix from the family name, not from the samples.
@@ -60,13 +60,14 @@ def parse_metrics(text: str) -> Scrape:
         for sample in family.samples:
             labels = sample.labels
             if sample.name == REQUEST_TOTAL and labels.get("resource"):
-                requests[request_key(labels)] += sample.value
+                key = request_key(labels)
+                requests[key] = requests.get(key, 0.0) + sample.value
             elif (
                 sample.name == APF_DISPATCHED
                 and labels.get("flow_schema") == SERVICE_ACCOUNT_FLOW_SCHEMA
             ):
                 service_accounts += sample.value
-    return Scrape(dict(requests), service_accounts)
+    return Scrape(requests, service_accounts)
 
 
 def request_key(labels: Mapping[str, str]) -> str:

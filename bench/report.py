@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
     for key, (comparison, bound, what) in GOALS.items():
         cells = [f"{_fmt(r[key])} {verdict(key, r[key])}" for r in results]
         rows.append(f"| {what} | {comparison} {bound:g} | " + " | ".join(cells) + " |")
-    extra = [
+    extra: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("baseline: API requests per workflow (GET every 2 s)",
          lambda r: _fmt(r["baseline_api_requests_per_workflow"])),
         ("cluster-wide requests per workflow, jobferry / baseline (apiserver_request_total)",
