@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,10 @@ def pair(item: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse(argv)
+    # Stopped by a signal, a run still stops what it started (its `finally` blocks), even
+    # when started in the background, where SIGINT is ignored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
 
     def log(message: str) -> None:
