@@ -372,8 +372,8 @@ class ControlPlane(Cluster):
 
 
 def _node_manifest(name: str) -> dict[str, Any]:
-    """A Node for kwok: no taints, so Job pods need no tolerations; big allocatable."""
-    resources = {"cpu": "1000", "memory": "1Ti", "pods": "1000", "ephemeral-storage": "1Ti"}
+    """A Node for kwok: no taints, so Job pods need no tolerations; room for 10,000 pods."""
+    resources = {"cpu": "1000", "memory": "1Ti", "pods": "10000", "ephemeral-storage": "1Ti"}
     return {
         "apiVersion": "v1",
         "kind": "Node",
