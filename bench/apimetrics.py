@@ -127,8 +127,13 @@ def count_audit(lines: Iterable[str], user: str) -> AuditCount:
     return AuditCount(sum(by_request.values()), dict(sorted(by_request.items())))
 
 
-def read_audit(path: Path, offset: int, user: str) -> AuditCount:
-    """Count `user`'s requests in the audit log written since `offset`."""
+def read_audit(path: Path, offset: int, user: str) -> AuditCount | None:
+    """Count `user`'s requests in the audit log written since `offset`.
+
+    None when the log was rotated meanwhile (it is shorter than `offset`): the count is lost.
+    """
+    if path.stat().st_size < offset:
+        return None
     with path.open("r", encoding="utf-8", errors="replace") as log:
         log.seek(offset)
         return count_audit(log, user)

@@ -27,7 +27,8 @@ DEFINITIONS = {
     "api_requests_per_workflow": (
         "requests made by the jobferry worker's ServiceAccount (launch, status checks, log "
         "read; and the watcher when it runs) divided by N, counted in kube-apiserver's audit "
-        "log; without an audit log, from /metrics' APF counter of ServiceAccount requests"
+        "log; without an audit log (or when it rotated during the phase), from /metrics' APF "
+        "counter of ServiceAccount requests (which leaves out long-running pods/log reads)"
     ),
     "baseline_api_requests_per_workflow": (
         "the same count for the baseline client: 1 create plus a GET every 2 s per Job until "

@@ -76,8 +76,12 @@ def test_audit_counting_starts_at_an_offset(tmp_path: Path) -> None:
     offset = apimetrics.audit_offset(log)
     with log.open("a") as more:
         more.writelines(lines[6:])
-    later = apimetrics.read_audit(log, offset, WORKER).total
-    assert later + apimetrics.count_audit(lines[:6], WORKER).total == 8
+    later = apimetrics.read_audit(log, offset, WORKER)
+    assert later is not None
+    assert later.total + apimetrics.count_audit(lines[:6], WORKER).total == 8
+    # Rotated meanwhile (shorter than the offset): the count is lost, not zero.
+    log.write_text(lines[0])
+    assert apimetrics.read_audit(log, offset, WORKER) is None
 
 
 def test_nearest_rank_percentiles() -> None:
