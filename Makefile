@@ -9,7 +9,7 @@ $(BIN)/jobferry: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: demo test lint
+.PHONY: demo test lint bench
 demo: $(BIN)/jobferry
 	$(BIN)/jobferry demo
 
@@ -17,5 +17,11 @@ test: $(BIN)/jobferry
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/jobferry
-	$(BIN)/ruff check scheduler workers tests && $(BIN)/ruff format --check scheduler workers
+	$(BIN)/ruff check scheduler workers tests bench && $(BIN)/ruff format --check scheduler workers tests bench
 	$(BIN)/mypy && $(BIN)/lint-imports
+
+# The scale benchmark (README, "Performance"); not part of `make test`. Writes bench/results/.
+BENCH_ARGS ?= --n 100 1000 5000
+bench: $(BIN)/jobferry
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench $(BENCH_ARGS)

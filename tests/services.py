@@ -44,8 +44,10 @@ def free_port() -> int:
 class RedisServer:
     """A real redis-server on loopback, with AOF so a restart keeps queued work."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, appendfsync: str = "everysec") -> None:
         self.workdir = workdir
+        self.appendfsync = appendfsync
+        """AOF fsync policy: `always` loses nothing acknowledged even on SIGKILL."""
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -66,6 +68,8 @@ class RedisServer:
                 str(self.workdir),
                 "--appendonly",
                 "yes",
+                "--appendfsync",
+                self.appendfsync,
                 "--save",
                 "",
                 "--maxmemory-policy",
@@ -84,11 +88,17 @@ class RedisServer:
                 time.sleep(0.025)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop redis-server; SIGKILL is a crash (no shutdown save), SIGTERM a clean stop."""
         if self.process is not None:
-            self.process.terminate()
+            self.process.send_signal(sig)
             self.process.wait(timeout=10)
             self.process = None
+
+    def restart(self, sig: int = signal.SIGKILL) -> None:
+        """Crash (by default) and start again on the same port and directory, from the AOF."""
+        self.stop(sig)
+        self.start()
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)

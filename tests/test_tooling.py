@@ -11,8 +11,8 @@ import pytest
 from tests.services import ROOT, missing
 
 CHECKS = {
-    "ruff check": ["ruff", "check", "scheduler", "workers", "tests"],
-    "ruff format": ["ruff", "format", "--check", "scheduler", "workers", "tests"],
+    "ruff check": ["ruff", "check", "scheduler", "workers", "tests", "bench"],
+    "ruff format": ["ruff", "format", "--check", "scheduler", "workers", "tests", "bench"],
     "mypy --strict": [sys.executable, "-m", "mypy"],
     "import-linter": ["lint-imports"],
 }

@@ -90,6 +90,7 @@ class ControlPlane(Cluster):
         """Seconds from start() until each readiness check passed (for diagnosing slowness)."""
         self._began = 0.0
         self._stopped = False
+        self._apiserver_argv: list[str] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -148,6 +149,36 @@ class ControlPlane(Cluster):
         if not (self.settings.keep_work_dir if keep is None else keep):
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    # -- faults ------------------------------------------------------------------------------
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone (SIGTERM, SIGKILL at once: an outage, not a drain).
+
+        Clients then see refused connections on the same address until `start_apiserver()`.
+        """
+        record = self._record("kube-apiserver")
+        stop_all([record], self._popens, grace=0.0)
+        self.records.remove(record)
+
+    def start_apiserver(self, timeout: float = 120.0) -> None:
+        """Start kube-apiserver again on the same port, with the same certificates and etcd."""
+        if self._apiserver_argv is None:
+            raise ControlPlaneError("start_apiserver() needs a control plane started here")
+        if any(r.name == "kube-apiserver" for r in self.records):
+            raise ControlPlaneError("kube-apiserver is already running")
+        self._spawn("kube-apiserver", self._apiserver_argv)
+        self._wait(
+            "kube-apiserver /readyz after a restart",
+            lambda: self.rest().get_text("/readyz") == "ok",
+            time.monotonic() + timeout,
+        )
+
+    def _record(self, name: str) -> ProcessRecord:
+        for record in self.records:
+            if record.name == name:
+                return record
+        raise ControlPlaneError(f"no running {name} in this control plane")
+
     def _stop_quietly(self, keep: bool = False) -> None:
         try:
             self.stop(keep=keep or None)
@@ -176,7 +207,8 @@ class ControlPlane(Cluster):
             lambda: _http_ok(f"http://127.0.0.1:{ports.etcd_client}/health", '"true"'),
             deadline,
         )
-        self._spawn("kube-apiserver", components.apiserver_argv(binaries, self.layout, ports, pki))
+        self._apiserver_argv = components.apiserver_argv(binaries, self.layout, ports, pki)
+        self._spawn("kube-apiserver", self._apiserver_argv)
         self._wait(
             "kube-apiserver /readyz", lambda: self.rest().get_text("/readyz") == "ok", deadline
         )
@@ -340,8 +372,8 @@ class ControlPlane(Cluster):
 
 
 def _node_manifest(name: str) -> dict[str, Any]:
-    """A Node for kwok: no taints, so Job pods need no tolerations; big allocatable."""
-    resources = {"cpu": "1000", "memory": "1Ti", "pods": "1000", "ephemeral-storage": "1Ti"}
+    """A Node for kwok: no taints, so Job pods need no tolerations; room for 10,000 pods."""
+    resources = {"cpu": "1000", "memory": "1Ti", "pods": "10000", "ephemeral-storage": "1Ti"}
     return {
         "apiVersion": "v1",
         "kind": "Node",

@@ -322,6 +322,22 @@ class KubernetesBackend(JobBackend):
             return self._batch.list_namespaced_job
         return self._core.list_namespaced_pod
 
+    def _server_ready(self) -> bool:
+        """Whether kube-apiserver answers `ok` to GET /readyz (allowed to every identity)."""
+        try:
+            response = self._api.call_api(
+                "/readyz",
+                "GET",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=self._timeout,
+            )
+        # Refused, 403 (the roles that allow /readyz not loaded yet) or 5xx: not ready.
+        except (ApiException, urllib3.exceptions.HTTPError, OSError):
+            return False
+        return bytes(response.data).strip() == b"ok"
+
     def _read_job(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:
             return self._call(
@@ -357,7 +373,17 @@ class KubernetesBackend(JobBackend):
                 response = call()
             except ApiException as exc:
                 observed.code = exc.status
-                raise translate_api_error(exc, verb, resource, namespace) from exc
+                error = translate_api_error(exc, verb, resource, namespace)
+                # A 403 is only believed from a ready API server: one that has just started
+                # serves before its RBAC caches are loaded, and denies what the Role grants.
+                if exc.status == 403 and not self._server_ready():
+                    raise TemporaryError(
+                        f"the API server refused {verb} {resource} while it was not ready "
+                        f"(/readyz failed; RBAC caches still loading after a start?): "
+                        f"{error.message}",
+                        reason="ApiNotReady",
+                    ) from exc
+                raise error from exc
             # The API server is unreachable or slow: transport errors are always worth a retry.
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise TemporaryError(

@@ -1,0 +1,159 @@
+"""`python -m bench --n 100 1000 5000`: run the benchmark, write bench/results/latest.*."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.services import ROOT
+
+from .processes import BenchError
+from .report import update_readme, write
+from .run import BenchSettings, run_size
+
+DEFAULT_OUT = BenchSettings(sizes=()).out_dir
+
+
+def parse(argv: list[str] | None) -> BenchSettings:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--n",
+        type=int,
+        nargs="+",
+        default=[100, 1000, 5000],
+        help="workflow counts, one run each (default: 100 1000 5000)",
+    )
+    parser.add_argument(
+        "--duration", type=int, default=60, help="seconds each Job's pod runs (default: 60)"
+    )
+    parser.add_argument(
+        "--launch-concurrency",
+        type=int,
+        default=8,
+        help="launch worker processes = baseline create threads (default: 8)",
+    )
+    parser.add_argument(
+        "--status-concurrency", type=int, default=8, help="status worker processes (default: 8)"
+    )
+    parser.add_argument(
+        "--poll-threads",
+        type=int,
+        default=16,
+        help="threads of the GET-every-2-s baseline poller (default: 16)",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=15.0,
+        help="idle window for the background request rate, s (default: 15)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="give up a phase after this many seconds (default: 3600)",
+    )
+    parser.add_argument(
+        "--watcher",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run `jobferry watcher` (auto: when the command exists)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="admin kubeconfig of an existing cluster (default: start one per N)",
+    )
+    parser.add_argument(
+        "--audit-log", type=Path, help="that cluster's audit log, for per-client counts"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="where latest.json/.md/.png go (default: bench/results)",
+    )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a JOBFERRY_* setting for the worker processes (repeat), e.g. JOBFERRY_API_QPS=200",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep work dirs (logs)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the runs of other sizes already in latest.json (e.g. add N=5000 later)",
+    )
+    args = parser.parse_args(argv)  # fmt: skip
+    return BenchSettings(
+        sizes=tuple(args.n),
+        duration_s=args.duration,
+        launch_concurrency=args.launch_concurrency,
+        status_concurrency=args.status_concurrency,
+        poll_threads=args.poll_threads,
+        idle_s=args.idle,
+        timeout_s=args.timeout,
+        watcher=args.watcher,
+        kubeconfig=args.kubeconfig,
+        audit_log=args.audit_log,
+        out_dir=args.out,
+        keep=args.keep,
+        merge=args.merge,
+        worker_env=dict(pair(item, parser) for item in args.worker_env),
+    )
+
+
+def pair(item: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.startswith("JOBFERRY_"):
+        parser.error(f"--worker-env {item!r}: give JOBFERRY_NAME=VALUE")
+    return name, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse(argv)
+    # Stopped by a signal, a run still stops what it started (its `finally` blocks), even
+    # when started in the background, where SIGINT is ignored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    earlier = previous_runs(settings.out_dir) if settings.merge else []
+    results: list[dict[str, Any]] = []
+    for n in settings.sizes:
+        try:
+            results.append({**run_size(n, settings, log), "command": command})
+        # Known failures: one line, no traceback; the sizes done so far are written.
+        except BenchError as exc:
+            log(f"bench: error at N={n}: {exc}")
+            return 1
+        # Written after each size, so a later size that fails or is stopped loses nothing.
+        kept = [r for r in earlier if r["n"] not in {x["n"] for x in results}]
+        runs = sorted(kept + results, key=lambda r: int(r["n"]))
+        write(runs, settings.out_dir, command)
+        if settings.out_dir == DEFAULT_OUT:
+            update_readme(ROOT / "README.md", runs, command)
+        log(f"bench: wrote {settings.out_dir}/latest.json, latest.md, latest.png")
+    return 0
+
+
+def previous_runs(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "latest.json"
+    if not path.exists():
+        return []
+    runs: list[dict[str, Any]] = json.loads(path.read_text()).get("runs", [])
+    return runs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

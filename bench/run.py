@@ -1,0 +1,560 @@
+"""One benchmark run per size N: jobferry, then the baselines, on the same control plane.
+
+Per N, on a fresh control plane (or the one given), in this order:
+
+1. idle: `/metrics` twice, `--idle` seconds apart, with nothing running: the background rate
+   of the controllers (leases, node heartbeats), subtracted from the cluster-wide counts.
+2. jobferry: a real redis-server (AOF), a launch worker and a status worker (`jobferry
+   worker -Q ...`, prefork), plus `jobferry watcher` when that command exists; N workflows
+   submitted through `scheduler.Jobferry`, every Job succeeding after `--duration` seconds
+   (KWOK), all in flight together when creation is faster than the duration.
+3. baseline: the same N Job manifests (`workers.backends.manifest.build_job`) created with
+   the `kubernetes` client by as many threads as the launch worker has processes, then each
+   Job read with a GET every 2 s until it finishes, as the seed's `WaitForCompletion` does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scheduler import Jobferry, Settings, WorkflowRequest
+from scheduler.naming import job_name
+from tests.k8senv.behaviours import BEHAVIOUR_LABEL, DURATION_ANNOTATION
+from tests.k8senv.cluster import Cluster
+from tests.k8senv.controlplane import ControlPlane, ControlPlaneSettings
+from tests.services import ROOT
+
+from . import apimetrics, stats
+from . import cluster as bench_cluster
+from .processes import BenchError, JobferryProcess, Redis, RssSampler
+from .timeline import JobTimeline
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What one `python -m bench` invocation does (built from its command line)."""
+
+    sizes: tuple[int, ...]
+    duration_s: int = 60
+    """How long every Job's pod runs (KWOK), seconds."""
+    launch_concurrency: int = 8
+    """Processes of the launch worker; also the baseline's create threads."""
+    status_concurrency: int = 8
+    """Processes of the status worker."""
+    poll_interval_s: float = 2.0
+    """The baseline's GET interval per Job (the seed's WaitForCompletion)."""
+    poll_threads: int = 16
+    """Threads the baseline poller uses for all its GETs."""
+    idle_s: float = 15.0
+    """Length of the idle window that measures the background request rate."""
+    timeout_s: float = 3600.0
+    """Give up a phase after this long."""
+    watcher: str = "auto"
+    """auto: run `jobferry watcher` when the CLI has it; on; off."""
+    kubeconfig: Path | None = None
+    """Use this cluster (admin kubeconfig) instead of starting a control plane per N."""
+    audit_log: Path | None = None
+    """The audit log of that cluster, for per-client counts."""
+    out_dir: Path = ROOT / "bench" / "results"
+    keep: bool = False
+    """Keep the work directory (component and worker logs)."""
+    merge: bool = False
+    """Keep the runs of other sizes already in latest.json."""
+    worker_env: dict[str, str] = field(default_factory=dict)
+    """Extra JOBFERRY_* settings for the worker processes (recorded in the results)."""
+
+
+def watcher_available() -> bool:
+    from workers.cli import main
+
+    return "watcher" in main.commands
+
+
+def run_size(n: int, settings: BenchSettings, log: Any = print) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"jobferry-bench-{n}-"))
+    log(f"bench N={n}: work dir {work}")
+    plane: ControlPlane | None = None
+    if settings.kubeconfig is None:
+        plane = ControlPlane(ControlPlaneSettings(work_dir=work / "k8s", keep_work_dir=True))
+        plane.start()
+        cluster: Cluster = plane
+        audit_log = plane.audit_log
+    else:
+        cluster = Cluster(settings.kubeconfig, work / "attach")
+        audit_log = settings.audit_log
+    try:
+        started = time.time()
+        worker_kc, baseline_kc = bench_cluster.prepare(cluster)
+        idle = measure_idle(cluster, settings.idle_s, log)
+        load_before = os.getloadavg()
+        jf = jobferry_phase(n, settings, cluster, audit_log, worker_kc, work, idle, log)
+        base = baseline_phase(n, settings, cluster, audit_log, baseline_kc, idle, log)
+        result = summarise(n, settings, jf, base, idle, load_before, time.time() - started)
+        log(f"bench N={n}: {json.dumps(headline(result))}")
+        return result
+    finally:
+        if plane is not None:
+            plane.stop(keep=settings.keep)
+        if not settings.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_idle(cluster: Cluster, seconds: float, log: Any) -> dict[str, float]:
+    log(f"  idle window {seconds:.0f} s")
+    before = bench_cluster.scrape(cluster)
+    began = time.time()
+    time.sleep(seconds)
+    change = apimetrics.delta(before, bench_cluster.scrape(cluster))
+    elapsed = time.time() - began
+    return {
+        "window_s": round(elapsed, 1),
+        "requests_per_s": round(apimetrics.total(change) / elapsed, 3),
+        "service_account_requests_per_s": round(change.service_account_requests / elapsed, 3),
+    }
+
+
+@dataclass
+class Phase:
+    """What one phase measured."""
+
+    n: int
+    began: float
+    created_last: float | None = None
+    ended: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    latencies_vs_completion_time: list[float] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+    requests: apimetrics.Scrape | None = None
+    client_requests: apimetrics.AuditCount | None = None
+    in_flight_peak: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def create_throughput(self) -> float | None:
+        if self.created_last is None or self.created_last <= self.began:
+            return None
+        return self.n / (self.created_last - self.began)
+
+
+def request(n: int, index: int, namespace: str, duration_s: int) -> WorkflowRequest:
+    return WorkflowRequest(
+        workflow_id=f"bench-{n}-{index:05d}",
+        image="registry.example/bench:1",
+        command=["sleep", str(duration_s)],
+        namespace=namespace,
+        labels={BEHAVIOUR_LABEL: "succeed"},
+        annotations={DURATION_ANNOTATION: f"{duration_s}s"},
+        memory_limit="64Mi",
+    )
+
+
+def jobferry_phase(
+    n: int,
+    settings: BenchSettings,
+    cluster: Cluster,
+    audit_log: Path | None,
+    kubeconfig: Path,
+    work: Path,
+    idle: dict[str, float],
+    log: Any,
+) -> Phase:
+    log(f"  jobferry: {n} workflows of {settings.duration_s} s")
+    redis_server = Redis(work / "redis").start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBFERRY_")}
+    env.update(
+        JOBFERRY_REDIS_URL=redis_server.url,
+        JOBFERRY_BACKEND="kubernetes",
+        KUBECONFIG=str(kubeconfig),
+    )
+    env.update(settings.worker_env)
+    quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING"]
+    processes = [
+        JobferryProcess(
+            "launch-worker",
+            ["worker", "-Q", "jobferry.launch", "-c", str(settings.launch_concurrency), *quiet],
+            env,
+            work / "logs" / "launch-worker.log",
+        ),
+        JobferryProcess(
+            "status-worker",
+            ["worker", "-Q", "jobferry.status", "-c", str(settings.status_concurrency), *quiet],
+            env,
+            work / "logs" / "status-worker.log",
+        ),
+    ]
+    use_watcher = settings.watcher == "on" or (settings.watcher == "auto" and watcher_available())
+    if use_watcher:
+        processes.append(
+            JobferryProcess("watcher", ["watcher"], env, work / "logs" / "watcher.log")
+        )
+    timeline = JobTimeline(cluster.rest(), bench_cluster.JOBFERRY_NAMESPACE).start()
+    client = Jobferry(Settings(redis_url=redis_server.url))
+    try:
+        for process in processes:
+            process.start()
+        wait_for_workers(client, processes[:2], 2)
+        time.sleep(3 if use_watcher else 0.5)
+        sampler = RssSampler({p.name: p.process.pid for p in processes if p.process}).start()
+        before = bench_cluster.scrape(cluster)
+        offset = apimetrics.audit_offset(audit_log) if audit_log else 0
+        phase = Phase(n, began=time.time())
+        ids = []
+        for index in range(n):
+            handle = client.submit(
+                request(n, index, bench_cluster.JOBFERRY_NAMESPACE, settings.duration_s)
+            )
+            ids.append(handle.workflow_id)
+        phase.extra["submit_s"] = round(time.time() - phase.began, 2)
+        wait_until(
+            "every workflow has its outcome",
+            lambda: redis_server.client().zcard("jobferry:inflight") == 0,
+            settings.timeout_s,
+            lambda: (
+                f"{timeline.created_count()} Jobs created, {timeline.finished_count()} "
+                f"finished, {redis_server.client().zcard('jobferry:inflight')} workflows open"
+            ),
+            log,
+        )
+        phase.ended = time.time()
+        # The last status checks may still be in the API server's counters' flight: settle.
+        time.sleep(2)
+        phase.requests = apimetrics.delta(before, bench_cluster.scrape(cluster))
+        if audit_log:
+            phase.client_requests = apimetrics.read_audit(
+                audit_log, offset, bench_cluster.user_of(bench_cluster.WORKER_ACCOUNT)
+            )
+        sampler.stop()
+        for workflow_id in ids:
+            record = client.status(workflow_id)
+            state = record.outcome.state.value if record.outcome else "none"
+            phase.states[state] = phase.states.get(state, 0) + 1
+            times = timeline.jobs.get(job_name(workflow_id))
+            if times is None or times.finished is None:
+                continue
+            stored = record.updated_at.timestamp()
+            phase.latencies.append(stored - times.finished)
+            if times.completion_time is not None:
+                phase.latencies_vs_completion_time.append(stored - times.completion_time)
+        created = [t.created for t in timeline.jobs.values() if t.created is not None]
+        phase.created_last = max(created) if created else None
+        phase.in_flight_peak = timeline.in_flight_peak()
+        phase.extra.update(
+            worker_rss_mb=round(sampler.peak_total_mb, 1),
+            worker_pss_mb=round(sampler.peak_total_pss_mb, 1),
+            worker_rss_by_process_mb={
+                k: round(v, 1) for k, v in sampler.peak_by_process_mb.items()
+            },
+            worker_rss_by_tree_mb={k: round(v, 1) for k, v in sampler.peak_by_tree_mb.items()},
+            redis=redis_server.memory(),
+            watcher=use_watcher,
+            jobs_seen=len(timeline.jobs),
+            watch_errors=timeline.errors[:5],
+        )
+        return phase
+    finally:
+        timeline.stop()
+        client.close()
+        for process in processes:
+            process.stop()
+        redis_server.stop()
+
+
+def baseline_phase(
+    n: int,
+    settings: BenchSettings,
+    cluster: Cluster,
+    audit_log: Path | None,
+    kubeconfig: Path,
+    idle: dict[str, float],
+    log: Any,
+) -> Phase:
+    """Create the same Jobs with the kubernetes client, then GET each every 2 s until done."""
+    import kubernetes.config
+
+    from workers.backends.manifest import build_job
+
+    log(
+        f"  baseline: {n} Jobs created with the kubernetes client, each polled every "
+        f"{settings.poll_interval_s} s"
+    )
+    api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    api.configuration.connection_pool_maxsize = settings.launch_concurrency + settings.poll_threads
+    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = (
+        settings.launch_concurrency + settings.poll_threads
+    )
+    batch = kubernetes.client.BatchV1Api(api)
+    namespace = bench_cluster.BASELINE_NAMESPACE
+    bodies = [
+        build_job(r, job_name(r.workflow_id), "jobferry")
+        for r in (request(n, i, namespace, settings.duration_s) for i in range(n))
+    ]
+    timeline = JobTimeline(cluster.rest(), namespace).start()
+    poller = Poller(batch, namespace, settings.poll_interval_s)
+    threads = [
+        threading.Thread(target=poller.work, daemon=True) for _ in range(settings.poll_threads)
+    ]
+    before = bench_cluster.scrape(cluster)
+    offset = apimetrics.audit_offset(audit_log) if audit_log else 0
+    phase = Phase(n, began=time.time())
+
+    def create(body: dict[str, Any]) -> None:
+        for attempt in range(8):
+            try:
+                batch.create_namespaced_job(namespace, body, _preload_content=False)
+                break
+            # 429/5xx under load: back off as any client would; counted like jobferry's.
+            except kubernetes.client.ApiException as exc:
+                if exc.status not in (429, 500, 503, 504) or attempt == 7:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        poller.add(body["metadata"]["name"])
+
+    try:
+        for thread in threads:
+            thread.start()
+        with ThreadPoolExecutor(settings.launch_concurrency) as pool:
+            list(pool.map(create, bodies))
+        phase.extra["create_calls_s"] = round(time.time() - phase.began, 2)
+        wait_until(
+            "the poller saw every Job finish",
+            lambda: poller.done_count() == n,
+            settings.timeout_s,
+            lambda: (
+                f"{timeline.created_count()} created, {timeline.finished_count()} finished, "
+                f"poller saw {poller.done_count()}"
+            ),
+            log,
+        )
+        phase.ended = time.time()
+        poller.stop()
+        time.sleep(2)
+        phase.requests = apimetrics.delta(before, bench_cluster.scrape(cluster))
+        if audit_log:
+            phase.client_requests = apimetrics.read_audit(
+                audit_log, offset, bench_cluster.user_of(bench_cluster.BASELINE_ACCOUNT)
+            )
+        for name, seen in poller.done.items():
+            times = timeline.jobs.get(name)
+            state = "succeeded" if seen[1] else "failed"
+            phase.states[state] = phase.states.get(state, 0) + 1
+            if times is not None and times.finished is not None:
+                phase.latencies.append(seen[0] - times.finished)
+                if times.completion_time is not None:
+                    phase.latencies_vs_completion_time.append(seen[0] - times.completion_time)
+        created = [t.created for t in timeline.jobs.values() if t.created is not None]
+        phase.created_last = max(created) if created else None
+        phase.in_flight_peak = timeline.in_flight_peak()
+        phase.extra.update(polls=poller.polls, watch_errors=timeline.errors[:5])
+        return phase
+    finally:
+        poller.stop()
+        timeline.stop()
+        api.close()
+
+
+class Poller:
+    """GET each Job every `interval` seconds until it finishes, with a few shared threads."""
+
+    def __init__(self, batch: Any, namespace: str, interval: float) -> None:
+        self.batch = batch
+        self.namespace = namespace
+        self.interval = interval
+        self.done: dict[str, tuple[float, bool]] = {}
+        self.polls = 0
+        self._heap: list[tuple[float, str]] = []
+        self._lock = threading.Condition()
+        self._stopped = False
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, (time.monotonic() + self.interval, name))
+            self._lock.notify()
+
+    def done_count(self) -> int:
+        with self._lock:
+            return len(self.done)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+
+    def work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._lock.wait(timeout)
+                if self._stopped:
+                    return
+                due, name = heapq.heappop(self._heap)
+            finished = self._get(name)
+            with self._lock:
+                self.polls += 1
+                if finished is None:
+                    # Every 2 s from the last due time, or at once when the poller lags.
+                    heapq.heappush(self._heap, (max(due + self.interval, time.monotonic()), name))
+                    self._lock.notify()
+                else:
+                    self.done[name] = (time.time(), finished)
+
+    def _get(self, name: str) -> bool | None:
+        import kubernetes.client
+
+        try:
+            response = self.batch.read_namespaced_job(name, self.namespace, _preload_content=False)
+        # A 5xx under load: the seed's loop just polls again.
+        except kubernetes.client.ApiException:
+            return None
+        job = json.loads(response.data)
+        for condition in (job.get("status") or {}).get("conditions") or []:
+            if condition.get("status") == "True" and condition.get("type") in (
+                "Complete",
+                "Failed",
+            ):
+                return bool(condition["type"] == "Complete")
+        return None
+
+
+def wait_for_workers(client: Jobferry, processes: list[JobferryProcess], count: int) -> None:
+    """Until `count` workers answer a broadcast ping (their logs stay at WARNING)."""
+    deadline = time.monotonic() + 120
+    while len(client.celery.control.ping(timeout=1.0) or []) < count:
+        for process in processes:
+            if process.process is not None and process.process.poll() is not None:
+                raise BenchError(f"{process.name} exited; its log:\n{process.log()[-3000:]}")
+        if time.monotonic() > deadline:
+            logs = "\n".join(p.log()[-2000:] for p in processes)
+            raise BenchError(f"workers did not answer a ping within 120 s:\n{logs}")
+
+
+def wait_until(what: str, probe: Any, timeout: float, progress: Any, log: Any) -> None:
+    deadline = time.monotonic() + timeout
+    last_report = time.monotonic()
+    while not probe():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting until {what}: {progress()}")
+        if time.monotonic() - last_report > 15:
+            log(f"    {progress()}")
+            last_report = time.monotonic()
+        time.sleep(1)
+
+
+def requests_section(phase: Phase, idle: dict[str, float]) -> dict[str, Any]:
+    assert phase.requests is not None
+    seconds = phase.ended - phase.began + 2
+    cluster_total = apimetrics.total(phase.requests) - idle["requests_per_s"] * seconds
+    section: dict[str, Any] = {
+        "window_s": round(seconds, 1),
+        "client_per_workflow_audit": None,
+        "client_per_workflow_apf": round(phase.requests.service_account_requests / phase.n, 3),
+        "cluster_per_workflow_request_total": round(cluster_total / phase.n, 3),
+        "cluster_by_request": {k: int(v) for k, v in phase.requests.requests.items()},
+    }
+    if phase.client_requests is not None:
+        section["client_per_workflow_audit"] = round(phase.client_requests.total / phase.n, 3)
+        section["client_by_request"] = dict(phase.client_requests.by_request)
+    return section
+
+
+def client_per_workflow(section: dict[str, Any]) -> float:
+    audit = section["client_per_workflow_audit"]
+    return float(audit if audit is not None else section["client_per_workflow_apf"])
+
+
+def summarise(
+    n: int,
+    settings: BenchSettings,
+    jf: Phase,
+    base: Phase,
+    idle: dict[str, float],
+    load_before: tuple[float, float, float],
+    seconds: float,
+) -> dict[str, Any]:
+    jf_requests = requests_section(jf, idle)
+    base_requests = requests_section(base, idle)
+    ratio = None
+    if jf.create_throughput and base.create_throughput:
+        ratio = round(jf.create_throughput / base.create_throughput, 3)
+    latency = stats.summary(jf.latencies)
+    return {
+        "n": n,
+        "create_throughput_ratio": ratio,
+        "latency_p95_s": latency["p95"],
+        "api_requests_per_workflow": client_per_workflow(jf_requests),
+        "baseline_api_requests_per_workflow": client_per_workflow(base_requests),
+        "worker_rss_mb": jf.extra["worker_rss_mb"],
+        "worker_pss_mb": jf.extra["worker_pss_mb"],
+        "redis_used_memory_peak_mb": jf.extra["redis"]["used_memory_peak_mb"],
+        "jobferry": {
+            "create_throughput_per_s": _round(jf.create_throughput),
+            "submit_s": jf.extra["submit_s"],
+            "phase_s": round(jf.ended - jf.began, 1),
+            "outcomes": jf.states,
+            "in_flight_peak": jf.in_flight_peak,
+            "latency_s": latency,
+            "latency_vs_completion_time_s": stats.summary(jf.latencies_vs_completion_time),
+            "requests": jf_requests,
+            "worker_rss_by_tree_mb": jf.extra["worker_rss_by_tree_mb"],
+            "worker_rss_by_process_mb": jf.extra["worker_rss_by_process_mb"],
+            "redis": jf.extra["redis"],
+            "watcher": jf.extra["watcher"],
+            "watch_errors": jf.extra["watch_errors"],
+        },
+        "baseline": {
+            "create_throughput_per_s": _round(base.create_throughput),
+            "create_calls_s": base.extra["create_calls_s"],
+            "phase_s": round(base.ended - base.began, 1),
+            "outcomes": base.states,
+            "in_flight_peak": base.in_flight_peak,
+            "polls": base.extra["polls"],
+            "latency_s": stats.summary(base.latencies),
+            "requests": base_requests,
+            "watch_errors": base.extra["watch_errors"],
+        },
+        "idle": idle,
+        "config": {
+            "duration_s": settings.duration_s,
+            "launch_concurrency": settings.launch_concurrency,
+            "status_concurrency": settings.status_concurrency,
+            "poll_interval_s": settings.poll_interval_s,
+            "poll_threads": settings.poll_threads,
+            "worker_env": settings.worker_env,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+        },
+        "run_s": round(seconds, 1),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "n",
+        "create_throughput_ratio",
+        "latency_p95_s",
+        "api_requests_per_workflow",
+        "baseline_api_requests_per_workflow",
+        "worker_rss_mb",
+    )
+    return {k: result[k] for k in keys}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
