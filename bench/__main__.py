@@ -41,6 +41,12 @@ def parse(argv: list[str] | None) -> BenchSettings:
         "--status-concurrency", type=int, default=8, help="status worker processes (default: 8)"
     )
     parser.add_argument(
+        "--pool",
+        choices=["prefork", "threads"],
+        default="prefork",
+        help="Celery pool of both workers (default: prefork; threads: one process each)",
+    )
+    parser.add_argument(
         "--poll-threads",
         type=int,
         default=16,
@@ -97,6 +103,7 @@ def parse(argv: list[str] | None) -> BenchSettings:
         duration_s=args.duration,
         launch_concurrency=args.launch_concurrency,
         status_concurrency=args.status_concurrency,
+        pool=args.pool,
         poll_threads=args.poll_threads,
         idle_s=args.idle,
         timeout_s=args.timeout,

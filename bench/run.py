@@ -52,7 +52,9 @@ class BenchSettings:
     launch_concurrency: int = 8
     """Processes of the launch worker; also the baseline's create threads."""
     status_concurrency: int = 8
-    """Processes of the status worker."""
+    """Processes (prefork) or threads (threads pool) of the status worker."""
+    pool: str = "prefork"
+    """Celery pool of both workers: `prefork`, or `threads` (one process each)."""
     poll_interval_s: float = 2.0
     """The baseline's GET interval per Job (the seed's WaitForCompletion)."""
     poll_threads: int = 16
@@ -183,13 +185,31 @@ def jobferry_phase(
     processes = [
         JobferryProcess(
             "launch-worker",
-            ["worker", "-Q", "jobferry.launch", "-c", str(settings.launch_concurrency), *quiet],
+            [
+                "worker",
+                "-Q",
+                "jobferry.launch",
+                "-c",
+                str(settings.launch_concurrency),
+                "-P",
+                settings.pool,
+                *quiet,
+            ],
             env,
             work / "logs" / "launch-worker.log",
         ),
         JobferryProcess(
             "status-worker",
-            ["worker", "-Q", "jobferry.status", "-c", str(settings.status_concurrency), *quiet],
+            [
+                "worker",
+                "-Q",
+                "jobferry.status",
+                "-c",
+                str(settings.status_concurrency),
+                "-P",
+                settings.pool,
+                *quiet,
+            ],
             env,
             work / "logs" / "status-worker.log",
         ),
@@ -529,6 +549,7 @@ def summarise(
             "duration_s": settings.duration_s,
             "launch_concurrency": settings.launch_concurrency,
             "status_concurrency": settings.status_concurrency,
+            "pool": settings.pool,
             "poll_interval_s": settings.poll_interval_s,
             "poll_threads": settings.poll_threads,
             "worker_env": settings.worker_env,

@@ -78,6 +78,17 @@ def _process_started(**_: Any) -> None:
     telemetry.start_worker_process()
 
 
+@signals.worker_init.connect
+def _worker_starting(sender: Any, **_: Any) -> None:
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    pool = get_implementation(sender.pool_cls)
+    # The threads and solo pools run tasks in this process: no worker_process_init comes.
+    if not (isinstance(pool, type) and issubclass(pool, PreforkPool)):
+        telemetry.start_worker_process()
+
+
 @signals.worker_process_shutdown.connect
 def _process_stopping(**_: Any) -> None:
     telemetry.stop_worker_process()

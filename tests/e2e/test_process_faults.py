@@ -55,6 +55,8 @@ def pipeline(
         {
             "JOBFERRY_BACKEND": "kubernetes",
             "JOBFERRY_VISIBILITY_TIMEOUT_SECONDS": VISIBILITY_TIMEOUT,
+            # Countdowns must stay under a quarter of the visibility timeout.
+            "JOBFERRY_WATCH_CHECK_INTERVAL_SECONDS": "15",
             # Launch retries must outlast a 30 s API server outage: 2, 4, 8, 15, 15... s
             # (full jitter) over 12 tries.
             "JOBFERRY_API_RETRY_LIMIT": "12",
