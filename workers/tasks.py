@@ -43,7 +43,9 @@ def backoff(attempt: int, base: float, cap: float, hint: float | None = None) ->
     return max(delay, hint or 0.0)
 
 
-@app.task(bind=True, name=LAUNCH_TASK, max_retries=None)
+# No result or STARTED state is stored for a launch: its return value only feeds the chained
+# status check (sent directly), and two fewer Redis writes per launch raise launch throughput.
+@app.task(bind=True, name=LAUNCH_TASK, max_retries=None, ignore_result=True, track_started=False)
 def launch(self: Task[Any, Any], workflow_id: str) -> str:
     """Create the workflow's Job (or adopt it), then hand over to the status check."""
     ctx = context()
