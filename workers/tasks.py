@@ -472,15 +472,19 @@ def _interval(
 ) -> float:
     """Short at first, growing 1.5x to the cap; never past the deadline or the start-up grace.
 
-    While the watcher's cache is fresh (`cached`) the cap is the longer
-    `watch_check_interval_seconds`: the watcher wakes the check when the Job changes, and the
-    regular loop only guards the deadline and a lost wake-up.
+    While the watcher's cache is fresh (`cached`) it is `watch_check_interval_seconds` from the
+    start: the watcher wakes the check when the Job or its pod changes, and the regular loop
+    only guards the deadline and a lost wake-up. (Growing from 2 s instead, 1,000 Jobs in
+    flight cost ~130 checks/s in their first minute, CPU the launches needed.)
     """
     settings = ctx.settings
-    cap = settings.status_interval_max_seconds
     if cached:
-        cap = max(cap, settings.watch_check_interval_seconds)
-    interval = min(cap, settings.status_interval_seconds * 1.5 ** min(checks, 40))
+        interval = max(settings.status_interval_max_seconds, settings.watch_check_interval_seconds)
+    else:
+        interval = min(
+            settings.status_interval_max_seconds,
+            settings.status_interval_seconds * 1.5 ** min(checks, 40),
+        )
     deadline = ctx.records.deadline(workflow_id)
     if deadline is not None:
         interval = min(interval, max(0.5, (deadline - datetime.now(UTC)).total_seconds() + 0.1))
