@@ -43,9 +43,10 @@ def backoff(attempt: int, base: float, cap: float, hint: float | None = None) ->
     return max(delay, hint or 0.0)
 
 
-# No result or STARTED state is stored for a launch: its return value only feeds the chained
-# status check (sent directly), and two fewer Redis writes per launch raise launch throughput.
-@app.task(bind=True, name=LAUNCH_TASK, max_retries=None, ignore_result=True, track_started=False)
+# No STARTED state is stored for a launch (one Redis write fewer per launch). Its result is
+# kept: a redelivered launch that already succeeded is skipped by
+# worker_deduplicate_successful_tasks only when the result backend knows it.
+@app.task(bind=True, name=LAUNCH_TASK, max_retries=None, track_started=False)
 def launch(self: Task[Any, Any], workflow_id: str) -> str:
     """Create the workflow's Job (or adopt it), then hand over to the status check."""
     ctx = context()
