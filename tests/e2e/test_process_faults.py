@@ -8,6 +8,7 @@ that outcome is the right one. Timings are generous: the machine may be loaded.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -136,10 +137,14 @@ def test_worker_killed_during_launch(pipeline: Pipeline, e2e: E2E) -> None:
     assert_each_succeeded_once(pipeline, e2e, ids)
 
 
-def test_worker_killed_during_status_checks(pipeline: Pipeline, e2e: E2E, tmp_path: Path) -> None:
-    # A kill -9 can also lose a check for good (seen: a launch acked at the kill whose chained
-    # check was never published). The reconciler, run by beat, resends the checks of a
-    # workflow that went silent; intervals are short here so its silence threshold is too.
+@contextlib.contextmanager
+def reconciling_beat(pipeline: Pipeline, tmp_path: Path) -> Iterator[CliProcess]:
+    """`jobferry beat` running the reconciler, with intervals short enough for a test.
+
+    Some faults lose a status check for good: a launch acked at a kill -9 whose chained check
+    was never published, or a check whose retry could not be published while Redis was down.
+    The reconciler resends the checks of a workflow that went silent.
+    """
     pipeline.env.update(
         JOBFERRY_STATUS_INTERVAL_MAX_SECONDS="10",
         JOBFERRY_WATCH_CHECK_INTERVAL_SECONDS="10",
@@ -148,6 +153,13 @@ def test_worker_killed_during_status_checks(pipeline: Pipeline, e2e: E2E, tmp_pa
     )
     beat = CliProcess(["beat"], pipeline.env, tmp_path / "logs" / "beat.log").start()
     try:
+        yield beat
+    finally:
+        beat.stop()
+
+
+def test_worker_killed_during_status_checks(pipeline: Pipeline, e2e: E2E, tmp_path: Path) -> None:
+    with reconciling_beat(pipeline, tmp_path):
         ids = submit_all(pipeline, "fault-check", 8, "20s")
         first = pipeline.start_worker(concurrency=2)
         wait_for(
@@ -162,28 +174,27 @@ def test_worker_killed_during_status_checks(pipeline: Pipeline, e2e: E2E, tmp_pa
             "every workflow finished", lambda: all_finished(pipeline, ids), timeout=600, interval=1
         )
         assert_each_succeeded_once(pipeline, e2e, ids)
-    finally:
-        beat.stop()
 
 
 def test_redis_crash_and_restart_with_aof_loses_no_request(
-    pipeline: Pipeline, redis_aof: RedisServer, e2e: E2E
+    pipeline: Pipeline, redis_aof: RedisServer, e2e: E2E, tmp_path: Path
 ) -> None:
-    pipeline.start_worker(concurrency=4)
-    early = submit_all(pipeline, "fault-redis-a", 10, "10s")
-    wait_for(
-        "some Jobs running",
-        lambda: any(s is WorkflowState.RUNNING for s in states(pipeline, early).values()),
-        timeout=120,
-    )
-    late = submit_all(pipeline, "fault-redis-b", 10, "5s")
-    # kill -9: no shutdown save; what Redis acknowledged is in the AOF (appendfsync always).
-    redis_aof.restart(signal.SIGKILL)
-    ids = early + late
-    wait_for(
-        "every workflow finished", lambda: all_finished(pipeline, ids), timeout=600, interval=1
-    )
-    assert_each_succeeded_once(pipeline, e2e, ids)
+    with reconciling_beat(pipeline, tmp_path):
+        pipeline.start_worker(concurrency=4)
+        early = submit_all(pipeline, "fault-redis-a", 10, "10s")
+        wait_for(
+            "some Jobs running",
+            lambda: any(s is WorkflowState.RUNNING for s in states(pipeline, early).values()),
+            timeout=120,
+        )
+        late = submit_all(pipeline, "fault-redis-b", 10, "5s")
+        # kill -9: no shutdown save; what Redis acknowledged is in the AOF (appendfsync always).
+        redis_aof.restart(signal.SIGKILL)
+        ids = early + late
+        wait_for(
+            "every workflow finished", lambda: all_finished(pipeline, ids), timeout=600, interval=1
+        )
+        assert_each_succeeded_once(pipeline, e2e, ids)
 
 
 def test_api_server_down_for_30_s(pipeline: Pipeline, e2e: E2E) -> None:
