@@ -4,12 +4,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scheduler import Jobferry, load_settings
+from scheduler.naming import job_name
 from tests.kube_emulator import KubeEmulator
-from tests.services import WatcherProcess, WorkerProcess
+from tests.services import WatcherProcess, WorkerProcess, wait_for
 
 FAST_CHECKS = {
     "JOBFERRY_STATUS_INTERVAL_SECONDS": "0.3",
@@ -114,3 +116,25 @@ def kube_pipeline(
     )
     pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
     yield from serve(pipeline, request)
+
+
+def created_job(emulator: KubeEmulator, workflow_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The Job the launch created for `workflow_id` in the emulator's `default` namespace."""
+    name = job_name(workflow_id)
+    job = wait_for(
+        f"Job {name} created", lambda: emulator.get_job("default", name), timeout=timeout
+    )
+    assert isinstance(job, dict)
+    return job
+
+
+def terminated(code: int, reason: str) -> dict[str, Any]:
+    """A container state: ended with `code` and `reason`."""
+    return {
+        "terminated": {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": "2026-12-04T10:00:02Z",
+            "finishedAt": "2026-12-04T10:00:09Z",
+        }
+    }

@@ -21,7 +21,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler import OutcomeState, WorkflowOutcome, WorkflowRequest
 from scheduler.naming import job_name
-from tests.integration.conftest import Pipeline, make_pipeline, print_logs_if_failed
+from tests.integration.conftest import (
+    Pipeline,
+    created_job,
+    make_pipeline,
+    print_logs_if_failed,
+    terminated,
+)
 from tests.kube_emulator import KubeEmulator
 from tests.otlp import STATUS_ERROR, OtlpReceiver, ReceivedSpan
 from tests.services import ROOT, free_port, wait_for
@@ -84,24 +90,6 @@ def submit_from_cli(pipeline: Pipeline, workflow_id: str, *env: str) -> None:
         capture_output=True,
         timeout=60,
     )
-
-
-def created_job(emulator: KubeEmulator, workflow_id: str) -> dict[str, Any]:
-    name = job_name(workflow_id)
-    job = wait_for(f"Job {name} created", lambda: emulator.get_job(NS, name), timeout=60)
-    assert isinstance(job, dict)
-    return job
-
-
-def terminated(code: int, reason: str) -> dict[str, Any]:
-    return {
-        "terminated": {
-            "exitCode": code,
-            "reason": reason,
-            "startedAt": "2026-12-04T10:00:02Z",
-            "finishedAt": "2026-12-04T10:00:09Z",
-        }
-    }
 
 
 def finish_job(emulator: KubeEmulator, workflow_id: str, ok: bool, log: str = "") -> None:
@@ -182,7 +170,7 @@ def test_one_trace_from_submit_to_outcome(
     observed: Pipeline, kube_emulator: KubeEmulator, receiver: OtlpReceiver
 ) -> None:
     submit_from_cli(observed, "traced-ok")
-    created_job(kube_emulator, "traced-ok")
+    created_job(kube_emulator, "traced-ok", timeout=60)
     # Let a few status checks happen, to see how they hang in the trace.
     wait_for("three status checks", lambda: checks_of(kube_emulator, "traced-ok") >= 3, 60)
     finish_job(kube_emulator, "traced-ok", ok=True, log="done\n")
@@ -229,7 +217,7 @@ def test_one_trace_from_submit_to_outcome(
     assert outcome.status_code != STATUS_ERROR
 
     # The Job's container continues the same trace, under the launch span.
-    job = created_job(kube_emulator, "traced-ok")
+    job = created_job(kube_emulator, "traced-ok", timeout=60)
     env = {
         e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
     }
@@ -241,7 +229,7 @@ def test_failed_workflow_error_logs_and_no_secret_anywhere(
     observed: Pipeline, kube_emulator: KubeEmulator, receiver: OtlpReceiver
 ) -> None:
     submit_from_cli(observed, "traced-bad", f"API_TOKEN={SECRET}", "DB_PASSWORD=db-creds:password")
-    job = created_job(kube_emulator, "traced-bad")
+    job = created_job(kube_emulator, "traced-bad", timeout=60)
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "API_TOKEN", "value": SECRET} in env
     finish_job(kube_emulator, "traced-bad", ok=False, log=f"auth failed with {SECRET}\n")
@@ -304,7 +292,7 @@ def test_metrics_count_real_workflows(observed: Pipeline, kube_emulator: KubeEmu
         WorkflowRequest(workflow_id="m-lost", image=IMAGE, command=["true"], namespace="nowhere")
     )
     for wf in ("m-ok-1", "m-ok-2", "m-bad"):
-        created_job(kube_emulator, wf)
+        created_job(kube_emulator, wf, timeout=60)
     assert handles["m-lost"].wait(timeout=60).state is OutcomeState.REJECTED
     wait_for("a status check", lambda: checks_of(kube_emulator, "m-bad") >= 2, 60)
     samples = scrape(port)
@@ -399,7 +387,7 @@ def test_a_cancel_joins_the_workflows_trace(
     observed: Pipeline, kube_emulator: KubeEmulator, receiver: OtlpReceiver
 ) -> None:
     submit_from_cli(observed, "traced-cancel")
-    created_job(kube_emulator, "traced-cancel")
+    created_job(kube_emulator, "traced-cancel", timeout=60)
     wait_for("a status check", lambda: checks_of(kube_emulator, "traced-cancel") >= 1, 60)
     subprocess.run(
         [sys.executable, "-m", "workers", "cancel", "traced-cancel"],

@@ -14,7 +14,7 @@ from typing import Any
 from scheduler import OutcomeState, WorkflowRequest
 from scheduler.celeryconfig import LAUNCH_TASK
 from scheduler.naming import job_name
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, created_job, terminated
 from tests.kube_emulator import KubeEmulator
 from tests.services import wait_for
 
@@ -28,24 +28,6 @@ def request(workflow_id: str, **fields: Any) -> WorkflowRequest:
         command=["python", "-m", "report"],
         **fields,
     )
-
-
-def created_job(emulator: KubeEmulator, workflow_id: str) -> dict[str, Any]:
-    name = job_name(workflow_id)
-    job = wait_for(f"Job {name} created", lambda: emulator.get_job(NS, name), timeout=30)
-    assert isinstance(job, dict)
-    return job
-
-
-def terminated(code: int, reason: str) -> dict[str, Any]:
-    return {
-        "terminated": {
-            "exitCode": code,
-            "reason": reason,
-            "startedAt": "2026-12-04T10:00:02Z",
-            "finishedAt": "2026-12-04T10:00:09Z",
-        }
-    }
 
 
 def test_success_with_log_tail_and_timings(
