@@ -301,6 +301,8 @@ class WorkflowStatus(BaseModel):
     namespace: str
     submitted_at: datetime
     updated_at: datetime
+    deadline_at: datetime | None = None
+    """When the workflow passes its deadline (`deadline_seconds` after it was submitted)."""
     detail: str = ""
     cancel_requested: bool = False
     outcome: WorkflowOutcome | None = None

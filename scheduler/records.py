@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -28,13 +28,15 @@ KEY_PREFIX = "jobferry:workflow:"
 INFLIGHT_KEY = "jobferry:inflight"
 NAMESPACES_KEY = "jobferry:namespaces"
 
-# Creates the record unless it exists; returns the existing digest, or "" when created.
+# Creates the record unless it exists, indexes it as in flight and notes its namespace (the
+# watcher watches those, unless told which); returns the existing digest, or "" when created.
 _CREATE = """
 local existing = redis.call('HGET', KEYS[1], 'digest')
 if existing then return existing end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), KEYS[1])
+redis.call('SADD', KEYS[3], ARGV[3])
 return ''
 """
 
@@ -148,37 +150,24 @@ class RecordStore:
         }
         fields.update(_trace_fields(trace_carrier))
         ttl = request.deadline_seconds + self._outcome_ttl
-        args: list[str | int | float] = [ttl, deadline, *_flatten(fields)]
-        existing = self._create(keys=[self.key(request.workflow_id), INFLIGHT_KEY], args=args)
-        if not existing:
-            # The watcher watches the namespaces workflows go to (unless told which).
-            self._redis.sadd(NAMESPACES_KEY, request.namespace)
-        return _text(existing) or None
+        args: list[str | int | float] = [ttl, deadline, request.namespace, *_flatten(fields)]
+        keys = [self.key(request.workflow_id), INFLIGHT_KEY, NAMESPACES_KEY]
+        return _text(self._create(keys=keys, args=args)) or None
 
     def get(self, workflow_id: str) -> WorkflowStatus | None:
         raw = self._hash(workflow_id)
+        return _status(workflow_id, raw) if raw else None
+
+    def load(self, workflow_id: str) -> Loaded | None:
+        """Everything a task works from, in one read: status, request and trace context."""
+        raw = self._hash(workflow_id)
         if not raw:
             return None
-        outcome = raw.get("outcome")
-        return WorkflowStatus(
-            workflow_id=workflow_id,
-            state=WorkflowState(raw["state"]),
-            job_name=raw["job_name"],
-            namespace=raw["namespace"],
-            submitted_at=datetime.fromisoformat(raw["submitted_at"]),
-            updated_at=datetime.fromisoformat(raw["updated_at"]),
-            detail=raw.get("detail", ""),
-            cancel_requested=raw.get("cancel_requested") == "1",
-            outcome=WorkflowOutcome.model_validate_json(outcome) if outcome else None,
+        return Loaded(
+            _status(workflow_id, raw),
+            WorkflowRequest.model_validate_json(raw["request"]),
+            {name: raw[name] for name in TRACE_FIELDS if raw.get(name)},
         )
-
-    def get_request(self, workflow_id: str) -> WorkflowRequest | None:
-        raw = self._redis.hget(self.key(workflow_id), "request")
-        return None if raw is None else WorkflowRequest.model_validate_json(_text(raw))
-
-    def deadline(self, workflow_id: str) -> datetime | None:
-        raw = self._redis.hget(self.key(workflow_id), "deadline")
-        return None if raw is None else datetime.fromtimestamp(float(_text(raw)), UTC)
 
     def set_state(self, workflow_id: str, state: WorkflowState, detail: str) -> bool:
         """Move an unfinished workflow to `state`; False when it has finished meanwhile."""
@@ -273,6 +262,32 @@ class _Script:
 
     def __call__(self, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         return self._client.eval(self._source, len(keys), *keys, *args)
+
+
+class Loaded(NamedTuple):
+    """A workflow's record as the tasks read it."""
+
+    status: WorkflowStatus
+    request: WorkflowRequest
+    trace_carrier: dict[str, str]
+    """The submit span's W3C context; {} when the producer was not traced."""
+
+
+def _status(workflow_id: str, raw: dict[str, str]) -> WorkflowStatus:
+    outcome = raw.get("outcome")
+    deadline = raw.get("deadline")
+    return WorkflowStatus(
+        workflow_id=workflow_id,
+        state=WorkflowState(raw["state"]),
+        job_name=raw["job_name"],
+        namespace=raw["namespace"],
+        submitted_at=datetime.fromisoformat(raw["submitted_at"]),
+        updated_at=datetime.fromisoformat(raw["updated_at"]),
+        deadline_at=datetime.fromtimestamp(float(deadline), UTC) if deadline else None,
+        detail=raw.get("detail", ""),
+        cancel_requested=raw.get("cancel_requested") == "1",
+        outcome=WorkflowOutcome.model_validate_json(outcome) if outcome else None,
+    )
 
 
 def _trace_fields(carrier: Mapping[str, str] | None) -> dict[str, str]:

@@ -152,6 +152,13 @@ class StatusCache:
         self._redis = client
         self._stale = stale_seconds
 
+    def fresh(self, namespace: str) -> bool:
+        """Whether the namespace's watch can be trusted now (its heartbeat is recent)."""
+        fresh, beat = cast(
+            list[Any], self._redis.hmget(health_key(namespace), "fresh", "heartbeat_at")
+        )
+        return _fresh(fresh, beat, self._stale)
+
     def read(self, ref: JobRef, first_look: bool) -> JobStatus | None:
         """The Job's status from the cache; None when the caller must ask the API server.
 
@@ -164,13 +171,17 @@ class StatusCache:
         pipe.hvals(pods_key(ref.namespace, ref.name))
         pipe.exists(gone_key(ref.namespace, ref.name))
         (fresh, beat), job, pods, gone = pipe.execute()
-        if _text(fresh) != "1" or not beat or time.time() - float(beat) >= self._stale:
+        if not _fresh(fresh, beat, self._stale):
             return None
         if job is None:
             if gone:
                 return JobStatus(phase=JobPhase.MISSING)
             return NOT_SEEN_YET if first_look else None
         return classify.job_status(json.loads(job), [json.loads(p) for p in pods])
+
+
+def _fresh(fresh: Any, beat: Any, stale_seconds: float) -> bool:
+    return _text(fresh) == "1" and bool(beat) and time.time() - float(beat) < stale_seconds
 
 
 def _text(value: Any) -> str:

@@ -19,6 +19,15 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
+def live_detail(status: JobStatus) -> str:
+    """What a running workflow's record says about its Job (`jobferry status`)."""
+    if status.waiting_reason:
+        return f"pod waiting: {status.waiting_reason}"
+    if status.phase is JobPhase.RUNNING:
+        return f"pod running (attempt {max(status.attempts, 1)})"
+    return "Job created, waiting for its pod"
+
+
 def advice(status: JobStatus, request: WorkflowRequest) -> str:
     """A message for a Job that ended or was stopped for what its pods did."""
     reason = status.reason

@@ -20,6 +20,7 @@ from celery.exceptions import Ignore
 
 from scheduler.celeryconfig import CANCEL_TASK, CHECK_TASK, LAUNCH_TASK, outcome_task_id
 from scheduler.models import OutcomeState, WorkflowRequest, WorkflowState, WorkflowStatus
+from scheduler.records import Loaded
 from workers import outcomes, telemetry
 from workers.app import WorkerContext, app, context
 from workers.backends.base import (
@@ -53,10 +54,11 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
     loaded = _unfinished(ctx, workflow_id)
     if loaded is None:
         return workflow_id
-    record, request = loaded
+    record, request, carrier = loaded
     if record.state is WorkflowState.QUEUED:
         telemetry.workflow_submitted()
-    telemetry.keep_trace(ctx.records, record)
+    if not carrier:
+        telemetry.keep_trace(ctx.records, record)
     if record.cancel_requested:
         _finish(
             ctx,
@@ -67,7 +69,7 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
             "cancelled before a Job was created",
         )
         return workflow_id
-    if _deadline_passed(ctx, workflow_id):
+    if _deadline_passed(record):
         _finish(
             ctx,
             record,
@@ -116,9 +118,28 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
     if not _transition(ctx, record, WorkflowState.RUNNING, f"Job {verb}, waiting for its pod"):
         # Cancelled while we were creating it: do not leave the Job behind.
         ctx.backend.delete(ref)
-    elif record.state is not WorkflowState.RUNNING:
+        return workflow_id
+    if record.state is not WorkflowState.RUNNING:
         telemetry.workflow_launched()
+    _defer_first_check(self, ctx, record)
     return workflow_id
+
+
+def _defer_first_check(task: Task[Any, Any], ctx: WorkerContext, record: WorkflowStatus) -> None:
+    """With the watcher's cache fresh, start the chained check loop at its long interval.
+
+    The watcher wakes a check when the Job ends or its pod gets stuck, so a first look at a
+    Job created milliseconds ago finds nothing and costs a task, a retry and a message per
+    workflow right when a burst of launches needs the CPU. Celery publishes the chain's next
+    step from `request.chain` after this task returns (celery/app/trace.py), options included;
+    a redelivered launch that Celery skips as done sends it from the message, undeferred.
+    """
+    chain = task.request.chain
+    if not chain or ctx.cache is None or not ctx.cache.fresh(record.namespace):
+        return
+    step = chain[-1]
+    if isinstance(step, dict) and step.get("task") == CHECK_TASK:
+        step.setdefault("options", {})["countdown"] = _interval(ctx, 0, record, cached=True)
 
 
 def _retry(
@@ -156,7 +177,7 @@ def check(
     if loaded is None:
         # A wake-up for a workflow that has ended: the outcome is where it belongs already.
         return None if wake else _stored_outcome(ctx, workflow_id)
-    record, request = loaded
+    record, request, _ = loaded
     try:
         result = _check_once(self, ctx, record, request, wake)
     # A slow or restarting API server must not end a workflow: look again later.
@@ -164,7 +185,7 @@ def check(
         log.info("workflow %s: Job %s unavailable (%s)", workflow_id, record.job_name, exc.reason)
         if wake:
             return None
-        _retry(self, ctx, workflow_id, _interval(ctx, self.request.retries, workflow_id), exc)
+        _retry(self, ctx, workflow_id, _interval(ctx, self.request.retries, record), exc)
     if wake and result is not None:
         # The regular loop returns the same outcome at its next run; until then the outcome
         # task's result must already carry it.
@@ -183,7 +204,7 @@ def _check_once(
     if record.cancel_requested:
         return _cancelled(ctx, record, request)
     if record.state in (WorkflowState.QUEUED, WorkflowState.LAUNCHING):
-        if _deadline_passed(ctx, record.workflow_id):
+        if _deadline_passed(record):
             # The launch never got through (a lost message, endless API errors): stop here,
             # deleting whatever Job a half-finished launch may have left.
             return _stop(
@@ -199,9 +220,7 @@ def _check_once(
         if wake:
             return None
         # The launch is being retried; its countdown decides, ours only waits.
-        _retry(
-            task, ctx, record.workflow_id, _interval(ctx, task.request.retries, record.workflow_id)
-        )
+        _retry(task, ctx, record.workflow_id, _interval(ctx, task.request.retries, record))
     try:
         status, cached = _read(ctx, ref, first_look=task.request.retries == 0 and not wake)
     # RBAC or a policy forbids reading the Job: no later check can do better.
@@ -281,7 +300,7 @@ def _judge(
             outcomes.advice(status, request),
             status,
         )
-    if _deadline_passed(ctx, record.workflow_id):
+    if _deadline_passed(record):
         return _stop(
             ctx,
             record,
@@ -294,10 +313,10 @@ def _judge(
             status,
         )
     if status is not NOT_SEEN_YET:
-        detail = _detail(status)
+        detail = outcomes.live_detail(status)
         if detail != record.detail:
             _transition(ctx, record, WorkflowState.RUNNING, detail)
-    countdown = _interval(ctx, task.request.retries, record.workflow_id, status, cached)
+    countdown = _interval(ctx, task.request.retries, record, status, cached)
     if not wake:
         _retry(task, ctx, record.workflow_id, countdown)
     if status.stuck:
@@ -320,7 +339,7 @@ def cancel(self: Task[Any, Any], workflow_id: str) -> dict[str, Any] | None:
     loaded = _unfinished(ctx, workflow_id)
     if loaded is None:
         return _stored_outcome(ctx, workflow_id)
-    record, request = loaded
+    record, request, _ = loaded
     try:
         return _cancelled(ctx, record, request)
     # The API server is unavailable: the delete must still happen, so try again.
@@ -343,17 +362,13 @@ def _cancelled(
     )
 
 
-def _unfinished(
-    ctx: WorkerContext, workflow_id: str
-) -> tuple[WorkflowStatus, WorkflowRequest] | None:
-    """The record and request of a workflow still to be worked on; None when it has ended."""
-    record = ctx.records.get(workflow_id)
-    if record is None or record.outcome is not None:
+def _unfinished(ctx: WorkerContext, workflow_id: str) -> Loaded | None:
+    """The record of a workflow still to be worked on (one read); None when it has ended."""
+    loaded = ctx.records.load(workflow_id)
+    if loaded is None or loaded.status.outcome is not None:
         return None
-    request = ctx.records.get_request(workflow_id)
-    assert request is not None, f"record of {workflow_id} has no request"
-    telemetry.enter_workflow(record, request)
-    return record, request
+    telemetry.enter_workflow(loaded.status, loaded.request)
+    return loaded
 
 
 def _stored_outcome(ctx: WorkerContext, workflow_id: str) -> dict[str, Any] | None:
@@ -453,9 +468,8 @@ def _logs(ctx: WorkerContext, ref: JobRef, status: JobStatus) -> str:
         return f"[log unavailable: {exc.reason}]"
 
 
-def _deadline_passed(ctx: WorkerContext, workflow_id: str) -> bool:
-    deadline = ctx.records.deadline(workflow_id)
-    return deadline is not None and datetime.now(UTC) >= deadline
+def _deadline_passed(record: WorkflowStatus) -> bool:
+    return record.deadline_at is not None and datetime.now(UTC) >= record.deadline_at
 
 
 def _waited(status: JobStatus) -> float:
@@ -467,7 +481,7 @@ def _waited(status: JobStatus) -> float:
 def _interval(
     ctx: WorkerContext,
     checks: int,
-    workflow_id: str,
+    record: WorkflowStatus,
     status: JobStatus | None = None,
     cached: bool = False,
 ) -> float:
@@ -486,18 +500,10 @@ def _interval(
             settings.status_interval_max_seconds,
             settings.status_interval_seconds * 1.5 ** min(checks, 40),
         )
-    deadline = ctx.records.deadline(workflow_id)
-    if deadline is not None:
-        interval = min(interval, max(0.5, (deadline - datetime.now(UTC)).total_seconds() + 0.1))
+    if record.deadline_at is not None:
+        remaining = (record.deadline_at - datetime.now(UTC)).total_seconds()
+        interval = min(interval, max(0.5, remaining + 0.1))
     if status is not None and status.stuck:
         remaining = settings.startup_grace_seconds - _waited(status)
         interval = min(interval, max(0.5, remaining + 0.1))
     return interval
-
-
-def _detail(status: JobStatus) -> str:
-    if status.waiting_reason:
-        return f"pod waiting: {status.waiting_reason}"
-    if status.phase is JobPhase.RUNNING:
-        return f"pod running (attempt {max(status.attempts, 1)})"
-    return "Job created, waiting for its pod"

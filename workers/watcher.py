@@ -4,9 +4,10 @@ Polling every Job costs the API server requests in proportion to jobs x duration
 per Job costs a connection each. One LIST+WATCH per namespace and resource costs the same
 whether 1 or 5,000 workflows run there. What the watch sees goes into the status cache
 (`workers.cache`), which status checks read, and when a Job ends, is deleted, or its pod
-starts running or gets stuck, the watcher wakes that workflow's status check at once (a
-check task with its own id and `wake=True`), so the outcome follows the Job within about a
-second while the regular checks can wait long.
+gets stuck, the watcher wakes that workflow's status check at once (a check task with its
+own id and `wake=True`), so the outcome follows the Job within about a second while the
+regular checks can wait long. When a pod starts running the watcher writes that into the
+workflow's record itself: one Redis call instead of a task.
 
 Replicas: each namespace has a lease in Redis (`SET NX PX`, renewed every second); one
 replica holds it and watches, the others stand by and take over when the holder stops
@@ -25,18 +26,18 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import redis
 from celery import Celery
 
 from scheduler.celeryconfig import CHECK_TASK, make_celery
+from scheduler.models import WorkflowState
 from scheduler.records import INFLIGHT_KEY, RecordStore
 from scheduler.settings import Settings
-from workers import cache
+from workers import cache, outcomes
 from workers.backends import classify, manifest
-from workers.backends.base import UNRECOVERABLE_WAITING, BackendError, Gone
+from workers.backends.base import UNRECOVERABLE_WAITING, BackendError, Gone, JobPhase, JobStatus
 from workers.backends.kubernetes import KubernetesBackend
 from workers.budget import make_budget
 
@@ -61,11 +62,21 @@ def wake_task_id(workflow_id: str) -> str:
 
 
 class Waker:
-    """Sends a status check for a workflow right away, apart from its regular check loop."""
+    """Tells a workflow what its Job did: a status check right away, apart from its regular
+    check loop, or (a pod started) a new detail in its record."""
 
-    def __init__(self, celery: Celery, client: redis.Redis) -> None:
+    def __init__(self, celery: Celery, client: redis.Redis, records: RecordStore) -> None:
         self._celery = celery
         self._redis = client
+        self._records = records
+
+    def running(self, workflow_id: str, namespace: str, job: str) -> None:
+        # As a status check would say it from the cache: attempts = the Job's pods seen.
+        attempts = int(self._redis.hlen(cache.pods_key(namespace, job)))
+        detail = outcomes.live_detail(JobStatus(phase=JobPhase.RUNNING, attempts=attempts))
+        # Refused (nothing written) for a workflow that has finished or has no record.
+        if self._records.set_state(workflow_id, WorkflowState.RUNNING, detail):
+            log.info("workflow %s: %s, Job %s", workflow_id, detail, job)
 
     def __call__(self, workflow_id: str, why: str) -> None:
         # A re-list shows every finished Job still kept by its TTL: wake only those in flight.
@@ -91,13 +102,13 @@ class ResourceWatch(threading.Thread):
         namespace: str,
         resource: Resource,
         selector: str,
-        wake: Callable[[str, str], None],
+        waker: Waker,
         holder: str = "",
     ) -> None:
         super().__init__(name=f"watch-{resource}-{namespace}", daemon=True)
         self.holder = holder
         self.backend, self.redis, self.namespace = backend, client, namespace
-        self.resource, self.selector, self.wake = resource, selector, wake
+        self.resource, self.selector, self.waker = resource, selector, waker
         self.stopping = threading.Event()
         self.connected = False
         self._seen: dict[str, str] = {}
@@ -274,19 +285,25 @@ class ResourceWatch(threading.Thread):
                 self._wake(job, f"Job {status.phase.value}")
 
     def _pod_changed(self, pod: dict[str, Any]) -> None:
-        """Wake the check when a pod starts running or gets stuck (detail, start-up grace)."""
+        """Wake the check when a pod gets stuck (start-up grace); note it when it runs."""
         status = classify.job_status({"status": {}}, [pod])
         mark = status.waiting_reason if status.waiting_reason in UNRECOVERABLE_WAITING else ""
-        mark = mark or ("running" if status.phase.value == "running" else "")
+        mark = mark or ("running" if status.phase is JobPhase.RUNNING else "")
         name = pod["metadata"]["name"]
-        if mark and self._seen.get(name) != mark:
-            self._seen[name] = mark
+        if not mark or self._seen.get(name) == mark:
+            return
+        self._seen[name] = mark
+        job = cache.pod_job(pod)
+        workflow_id = _workflow_of(pod)
+        if mark == "running" and job and workflow_id:
+            self.waker.running(workflow_id, self.namespace, job)
+        elif mark != "running":
             self._wake(pod, f"pod {mark}")
 
     def _wake(self, obj: dict[str, Any], why: str) -> None:
-        workflow_id = ((obj.get("metadata") or {}).get("labels") or {}).get(manifest.WORKFLOW_LABEL)
+        workflow_id = _workflow_of(obj)
         if workflow_id:
-            self.wake(str(workflow_id), why)
+            self.waker(workflow_id, why)
 
 
 class NamespaceWatch:
@@ -314,9 +331,9 @@ class Watcher:
         settings: Settings,
         client: redis.Redis,
         backend: KubernetesBackend,
-        wake: Callable[[str, str], None],
+        waker: Waker,
     ) -> None:
-        self.settings, self.redis, self.backend, self.wake = settings, client, backend, wake
+        self.settings, self.redis, self.backend, self.waker = settings, client, backend, waker
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.selector = manifest.owned_selector(settings.app_label)
         self.held: dict[str, NamespaceWatch] = {}
@@ -362,7 +379,7 @@ class Watcher:
 
     def _thread(self, namespace: str, resource: Resource) -> ResourceWatch:
         return ResourceWatch(
-            self.backend, self.redis, namespace, resource, self.selector, self.wake, self.holder
+            self.backend, self.redis, namespace, resource, self.selector, self.waker, self.holder
         )
 
     def _heartbeat(self, namespace: str, fresh: bool) -> None:
@@ -398,7 +415,8 @@ def run_watcher(settings: Settings) -> None:
         client, settings.api_qps, settings.api_burst, settings.api_budget_max_wait_seconds
     )
     backend = KubernetesBackend.from_settings(settings, dict(os.environ), budget)
-    watcher = Watcher(settings, client, backend, Waker(make_celery(settings), client))
+    records = RecordStore(client, settings.outcome_ttl_seconds, settings.app_label)
+    watcher = Watcher(settings, client, backend, Waker(make_celery(settings), client, records))
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
     try:
         watcher.run()
@@ -406,6 +424,11 @@ def run_watcher(settings: Settings) -> None:
         watcher.stop()
     finally:
         backend.close()
+
+
+def _workflow_of(obj: dict[str, Any]) -> str | None:
+    workflow_id = ((obj.get("metadata") or {}).get("labels") or {}).get(manifest.WORKFLOW_LABEL)
+    return str(workflow_id) if workflow_id else None
 
 
 def health_report(settings: Settings) -> tuple[bool, list[cache.Health]]:

@@ -26,8 +26,13 @@ def test_create_is_once_and_returns_the_existing_digest(redis_client: redis.Redi
     assert status is not None
     assert status.state is WorkflowState.QUEUED
     assert status.job_name.startswith("jobferry-wf-1-")
-    assert store.get_request("wf-1") == REQUEST
+    loaded = store.load("wf-1")
+    assert loaded is not None
+    assert (loaded.status, loaded.request) == (status, REQUEST)
+    assert status.deadline_at is not None
+    assert (status.deadline_at - status.submitted_at).total_seconds() == REQUEST.deadline_seconds
     assert store.inflight() == ["wf-1"]
+    assert store.namespaces() == [REQUEST.namespace]
     ttl = redis_client.ttl(store.key("wf-1"))
     assert 3600 < ttl <= 4200
 

@@ -2,7 +2,7 @@
 
 The status checks read the watcher's cache instead of the API server, and the watcher wakes a
 check the moment a Job ends or is deleted: outcomes arrive although the regular check loop
-waits up to `JOBFERRY_WATCH_CHECK_INTERVAL_SECONDS` (120 s) between looks.
+waits `JOBFERRY_WATCH_CHECK_INTERVAL_SECONDS` (120 s) between looks, from its first one on.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -84,13 +85,15 @@ def created(emulator: KubeEmulator, workflow_id: str) -> str:
 
 
 def test_checks_read_the_cache_and_the_end_wakes_them(
-    watched: Pipeline, kube_emulator: KubeEmulator
+    watched: Pipeline, kube_emulator: KubeEmulator, redis_url: str
 ) -> None:
     handle = watched.client.submit(request("cached"))
     name = created(kube_emulator, "cached")
     pod = kube_emulator.add_pod_for_job(NS, name, phase="Running")
-    # The pod's start wakes a check, which writes the detail from the cache.
+    # The watcher writes the pod's start into the record itself (no task).
     wait_for("the running detail", lambda: "running" in handle.status().detail, timeout=30)
+    assert handle.status().detail == "pod running (attempt 1)"
+    assert "pod running (attempt 1)" in watched.workers[-1].log()
     kube_emulator.update_pod_status(
         NS,
         pod,
@@ -107,11 +110,15 @@ def test_checks_read_the_cache_and_the_end_wakes_them(
     outcome = handle.wait(timeout=30)
     assert (outcome.state, outcome.exit_code) == (OutcomeState.SUCCEEDED, 0)
     assert "all done" in outcome.log_tail
-    # One create and one log read; the status came from the cache. At most two GETs: one
-    # when a loaded machine lets the second look come before the watcher wrote the new Job,
-    # one for the final evidence when the pods' watch lags the Jobs' (it is a stream apart).
+    # The check chained after the launch waits its long interval (the cache was fresh), so
+    # no regular check has run yet: `last_checked` is still the one written at submit.
+    record = redis.Redis.from_url(redis_url).hgetall("jobferry:workflow:cached")
+    submitted = datetime.fromisoformat(record[b"submitted_at"].decode()).timestamp()
+    assert float(record[b"last_checked"]) == pytest.approx(submitted, abs=0.01)
+    # One create and one log read; the status came from the cache. At most one GET: the
+    # final evidence when the pods' watch lags the Jobs' (it is a stream apart).
     assert kube_emulator.count_requests("POST", r"/jobs$") == 1
-    assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") <= 2
+    assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") <= 1
     # The wake-up and a regular check may reach the end at the same moment (the first
     # outcome stored wins): then both read the log.
     assert 1 <= kube_emulator.count_requests("GET", rf"/pods/{pod}/log$") <= 2
