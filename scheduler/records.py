@@ -26,17 +26,19 @@ from scheduler.naming import job_name
 
 KEY_PREFIX = "jobferry:workflow:"
 INFLIGHT_KEY = "jobferry:inflight"
-NAMESPACES_KEY = "jobferry:namespaces"
+NAMESPACES_KEY = "jobferry:namespaces:until"
+"""Each namespace workflows were submitted to, scored by the latest deadline among them."""
 
-# Creates the record unless it exists, indexes it as in flight and notes its namespace (the
-# watcher watches those, unless told which); returns the existing digest, or "" when created.
+# Creates the record unless it exists, indexes it as in flight and notes its namespace with
+# the latest deadline there (the watcher watches those, unless told which); returns the
+# existing digest, or "" when created.
 _CREATE = """
 local existing = redis.call('HGET', KEYS[1], 'digest')
 if existing then return existing end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), KEYS[1])
-redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[3])
 return ''
 """
 
@@ -233,9 +235,21 @@ class RecordStore:
         now = time.time() if now is None else now
         return int(self._claim_resend(keys=[self.key(workflow_id)], args=[now, silence_seconds]))
 
-    def namespaces(self) -> list[str]:
-        """Namespaces workflows were submitted to."""
-        return sorted(_text(ns) for ns in cast(set[Any], self._redis.smembers(NAMESPACES_KEY)))
+    def namespaces(self, deadline_after: float | None = None) -> list[str]:
+        """Namespaces with a workflow whose deadline is after `deadline_after` (epoch seconds).
+
+        By default, those where a workflow's record may still exist (its deadline was less
+        than the outcome retention ago).
+        """
+        if deadline_after is None:
+            deadline_after = time.time() - self._outcome_ttl
+        found = self._redis.zrangebyscore(NAMESPACES_KEY, f"({deadline_after}", "+inf")
+        return sorted(_text(ns) for ns in cast(list[Any], found))
+
+    def prune_namespaces(self) -> int:
+        """Forget namespaces whose workflows' records have all expired; how many were."""
+        horizon = time.time() - self._outcome_ttl
+        return int(self._redis.zremrangebyscore(NAMESPACES_KEY, "-inf", horizon))
 
     def inflight(self, limit: int = 1000) -> list[str]:
         """Ids of workflows not finished yet, soonest deadline first."""

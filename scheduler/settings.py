@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     """Longest wait for the API budget before a call is retried as `ClientThrottled`, seconds."""
 
     watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    """Namespaces the watcher watches (`a,b`); default: those workflows were submitted to."""
+    """Namespaces the watcher watches (`a,b`); default: those with a workflow in flight."""
 
     watch_stale_seconds: float = Field(default=15.0, gt=0)
     """Status checks trust the watcher's cache while its heartbeat is younger than this, seconds."""

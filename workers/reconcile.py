@@ -45,6 +45,7 @@ def reconcile(self: Task[Any, Any]) -> dict[str, list[str]]:
     ctx = context()
     resent = resend_silent_checks(ctx, self.app)
     orphans, deleted = sweep_orphans(ctx)
+    ctx.records.prune_namespaces()
     return {"resent": resent, "orphans": orphans, "deleted": deleted}
 
 

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import redis
@@ -189,14 +190,18 @@ class ResourceWatch(threading.Thread):
         before = {cache._text(k): json.loads(v) for k, v in stored.items()}
         now = {item["metadata"]["name"]: cache.trim_job(item) for item in items}
         vanished = [job for name, job in before.items() if name not in now]
-        pipe = self.redis.pipeline()
-        pipe.delete(cache.jobs_key(ns))
-        if now:
-            pipe.hset(cache.jobs_key(ns), mapping={k: json.dumps(v) for k, v in now.items()})
-        for job in vanished:
-            pipe.set(cache.gone_key(ns, job["metadata"]["name"]), "1", ex=cache.TOMBSTONE_SECONDS)
-        pipe.hset(cache.health_key(ns), "jobs_rv", rv)
-        pipe.execute()
+
+        def write(pipe: Any) -> None:
+            pipe.delete(cache.jobs_key(ns))
+            if now:
+                pipe.hset(cache.jobs_key(ns), mapping={k: json.dumps(v) for k, v in now.items()})
+            for job in vanished:
+                name = job["metadata"]["name"]
+                pipe.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
+            pipe.hset(cache.health_key(ns), "jobs_rv", rv)
+
+        if not self._fenced(write):
+            return
         self._seen.clear()
         for job in now.values():
             self._job_changed(job)
@@ -207,38 +212,66 @@ class ResourceWatch(threading.Thread):
     def _replace_pods(self, items: list[dict[str, Any]], rv: str) -> None:
         ns = self.namespace
         index = cast(dict[Any, Any], self.redis.hgetall(cache.podjob_key(ns)))
-        pipe = self.redis.pipeline()
-        for job in {cache._text(v) for v in index.values()}:
-            pipe.delete(cache.pods_key(ns, job))
-        pipe.delete(cache.podjob_key(ns))
-        for pod in items:
-            self._write_pod(pipe, pod)
-        pipe.hset(cache.health_key(ns), "pods_rv", rv)
-        pipe.execute()
+
+        def write(pipe: Any) -> None:
+            for job in {cache._text(v) for v in index.values()}:
+                pipe.delete(cache.pods_key(ns, job))
+            pipe.delete(cache.podjob_key(ns))
+            for pod in items:
+                self._write_pod(pipe, pod)
+            pipe.hset(cache.health_key(ns), "pods_rv", rv)
+
+        if not self._fenced(write):
+            return
         self._seen.clear()
         for pod in items:
             self._pod_changed(pod)
 
+    def _fenced(self, write: Callable[[Any], None]) -> bool:
+        """Apply the writes `write` queues, atomically with the check that this process still
+        holds the namespace's lease (WATCH/MULTI). False, and the watch stops, when the lease
+        moved on (this process stalled): the new holder writes from now on."""
+        if not self.holder:
+            pipe = self.redis.pipeline()
+            write(pipe)
+            pipe.execute()
+            return True
+        lease = LEASE_PREFIX + self.namespace
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(lease)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                    if pipe.get(lease) != self.holder.encode():
+                        self.stopping.set()
+                        return False
+                    pipe.multi()
+                    write(pipe)
+                    pipe.execute()
+                    return True
+                # The lease key changed between WATCH and EXEC (most often our own renewal):
+                # nothing was written; look at the lease again.
+                except redis.WatchError:
+                    continue
+
     def _apply(self, event: dict[str, Any]) -> str | None:
-        if self.holder and self.redis.get(LEASE_PREFIX + self.namespace) != self.holder.encode():
-            # The lease moved on (this process stalled): the new holder writes from now on.
-            self.stopping.set()
-            return None
         kind, obj = event.get("type"), event.get("object") or {}
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         field = f"{self.resource}_rv"
-        pipe = self.redis.pipeline()
-        if kind != "BOOKMARK":
-            if self.resource == "jobs":
-                self._write_job(pipe, kind, obj)
-            elif kind == "DELETED":
-                self._delete_pod(pipe, obj)
-            else:
-                self._write_pod(pipe, obj)
-            pipe.hset(cache.health_key(self.namespace), "last_event_at", str(time.time()))
-        if rv:
-            pipe.hset(cache.health_key(self.namespace), field, rv)
-        pipe.execute()
+
+        def write(pipe: Any) -> None:
+            if kind != "BOOKMARK":
+                if self.resource == "jobs":
+                    self._write_job(pipe, kind, obj)
+                elif kind == "DELETED":
+                    self._delete_pod(pipe, obj)
+                else:
+                    self._write_pod(pipe, obj)
+                pipe.hset(cache.health_key(self.namespace), "last_event_at", str(time.time()))
+            if rv:
+                pipe.hset(cache.health_key(self.namespace), field, rv)
+
+        if not self._fenced(write):
+            return None
         if kind in ("ADDED", "MODIFIED"):
             if self.resource == "jobs":
                 self._job_changed(cache.trim_job(obj))
@@ -340,9 +373,7 @@ class Watcher:
         self.stopping = threading.Event()
 
     def namespaces(self) -> list[str]:
-        if self.settings.watch_namespaces:
-            return list(self.settings.watch_namespaces)
-        return RecordStore(self.redis, 60, self.settings.app_label).namespaces()
+        return watched_namespaces(self.settings, self.redis)
 
     def run(self) -> None:
         log.info("watcher %s starting (selector %s)", self.holder, self.selector)
@@ -358,7 +389,11 @@ class Watcher:
 
     def tick(self) -> None:
         lease_ms = int(self.settings.watch_lease_seconds * 1000)
-        for ns in self.namespaces():
+        namespaces = self.namespaces()
+        for ns in set(self.held) - set(namespaces):
+            log.info("watcher: no workflow in namespace %s any more; releasing it", ns)
+            self._release(ns)
+        for ns in namespaces:
             key = LEASE_PREFIX + ns
             if ns in self.held:
                 if not self.redis.eval(_RENEW, 1, key, self.holder, lease_ms):
@@ -426,6 +461,15 @@ def run_watcher(settings: Settings) -> None:
         backend.close()
 
 
+def watched_namespaces(settings: Settings, client: redis.Redis) -> list[str]:
+    """`JOBFERRY_WATCH_NAMESPACES`, else those with a workflow before its deadline, or past
+    it by less than `JOBFERRY_RECONCILE_SILENCE_SECONDS` (a late check can still read)."""
+    if settings.watch_namespaces:
+        return list(settings.watch_namespaces)
+    records = RecordStore(client, settings.outcome_ttl_seconds, settings.app_label)
+    return records.namespaces(deadline_after=time.time() - settings.reconcile_silence_seconds)
+
+
 def _workflow_of(obj: dict[str, Any]) -> str | None:
     workflow_id = ((obj.get("metadata") or {}).get("labels") or {}).get(manifest.WORKFLOW_LABEL)
     return str(workflow_id) if workflow_id else None
@@ -435,9 +479,7 @@ def health_report(settings: Settings) -> tuple[bool, list[cache.Health]]:
     """Every watched namespace's health, and whether all of them can be trusted."""
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     try:
-        namespaces = (
-            settings.watch_namespaces or RecordStore(client, 60, settings.app_label).namespaces()
-        )
+        namespaces = watched_namespaces(settings, client)
         healths = [cache.read_health(client, ns) for ns in namespaces]
     finally:
         client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import redis
 
@@ -75,3 +76,19 @@ def test_missing_record(redis_client: redis.Redis) -> None:
     assert not store.set_state("nope", WorkflowState.RUNNING, "x")
     lost = outcome(OutcomeState.FAILED, "JobDeleted")
     assert store.finish(lost) == lost
+
+
+def test_namespaces_are_known_until_their_last_records_expire(redis_client: redis.Redis) -> None:
+    store = RecordStore(redis_client, 3600, "jobferry")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store.create(REQUEST.model_copy(update={"namespace": "old"}), now=now)
+    recent = REQUEST.model_copy(update={"workflow_id": "wf-2", "namespace": "recent"})
+    store.create(recent, now=datetime.now(UTC))
+    # The old namespace's only deadline passed more than the outcome retention ago.
+    assert store.namespaces() == ["recent"]
+    assert store.namespaces(deadline_after=0) == ["old", "recent"]
+    assert store.prune_namespaces() == 1
+    assert store.namespaces(deadline_after=0) == ["recent"]
+    # A later deadline in the same namespace raises its score; an earlier one does not lower it.
+    store.create(recent.model_copy(update={"workflow_id": "wf-3"}), now=now)
+    assert store.namespaces() == ["recent"]

@@ -1,0 +1,100 @@
+"""The watcher writes the cache only while it holds the namespace's lease, atomically.
+
+A watcher that stalled (a long GC pause, a frozen VM) may wake up after its lease expired and
+another replica took the namespace over. Its next write must not land: the lease check and
+the write are one WATCH/MULTI transaction on a real redis-server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from kubernetes import client
+
+from scheduler.records import RecordStore
+from scheduler.settings import Settings
+from workers import cache
+from workers.backends.kubernetes import KubernetesBackend
+from workers.watcher import LEASE_PREFIX, ResourceWatch, Waker
+
+NS = "team-a"
+LEASE = LEASE_PREFIX + NS
+
+
+def job_event(name: str, rv: str) -> dict[str, Any]:
+    return {
+        "type": "ADDED",
+        "object": {
+            "metadata": {"name": name, "namespace": NS, "resourceVersion": rv, "labels": {}},
+            "status": {"active": 1},
+        },
+    }
+
+
+@pytest.fixture
+def watch(redis_url: str, redis_client: redis.Redis) -> Iterator[ResourceWatch]:
+    settings = Settings(redis_url=redis_url)
+    # Never called here: the test drives the watch's Redis side with events it makes up.
+    configuration = client.Configuration(host="https://127.0.0.1:1")
+    backend = KubernetesBackend(settings, configuration)
+    records = RecordStore(redis_client, 60, settings.app_label)
+    waker = Waker(None, redis_client, records)  # type: ignore[arg-type]  # no wake-ups here
+    redis_client.set(LEASE, "holder-a", px=60_000)
+    yield ResourceWatch(backend, redis_client, NS, "jobs", "app=x", waker, holder="holder-a")
+    backend.close()
+
+
+def test_the_holder_writes_events(watch: ResourceWatch, redis_client: redis.Redis) -> None:
+    assert watch._apply(job_event("j1", "7")) == "7"
+    assert redis_client.hexists(cache.jobs_key(NS), "j1")
+    assert redis_client.hget(cache.health_key(NS), "jobs_rv") == b"7"
+    assert not watch.stopping.is_set()
+
+
+def test_a_former_holder_writes_nothing_and_stops(
+    watch: ResourceWatch, redis_client: redis.Redis
+) -> None:
+    redis_client.set(LEASE, "holder-b", px=60_000)
+    assert watch._apply(job_event("j1", "7")) is None
+    assert not redis_client.exists(cache.jobs_key(NS))
+    assert redis_client.hget(cache.health_key(NS), "jobs_rv") is None
+    assert watch.stopping.is_set()
+
+
+def test_a_takeover_between_the_check_and_the_write_voids_the_write(
+    watch: ResourceWatch, redis_url: str
+) -> None:
+    other = redis.Redis.from_url(redis_url)
+
+    def write(pipe: Any) -> None:
+        pipe.hset(cache.jobs_key(NS), "j1", "{}")
+        # Another replica takes the namespace after this one checked the lease.
+        other.set(LEASE, "holder-b", px=60_000)
+
+    assert not watch._fenced(write)
+    assert not other.exists(cache.jobs_key(NS))
+    assert watch.stopping.is_set()
+    other.close()
+
+
+def test_its_own_renewal_meanwhile_only_repeats_the_write(
+    watch: ResourceWatch, redis_url: str
+) -> None:
+    other = redis.Redis.from_url(redis_url)
+    attempts = []
+
+    def write(pipe: Any) -> None:
+        attempts.append(1)
+        pipe.hset(cache.jobs_key(NS), "j1", "{}")
+        if len(attempts) == 1:
+            # The holder's main thread renews the lease (PEXPIRE) at this moment.
+            other.pexpire(LEASE, 60_000)
+
+    assert watch._fenced(write)
+    assert len(attempts) == 2
+    assert other.hget(cache.jobs_key(NS), "j1") == b"{}"
+    assert not watch.stopping.is_set()
+    other.close()
