@@ -29,7 +29,10 @@ def parse(argv: list[str] | None) -> BenchSettings:
         help="workflow counts, one run each (default: 100 1000 5000)",
     )
     parser.add_argument(
-        "--duration", type=int, default=60, help="seconds each Job's pod runs (default: 60)"
+        "--duration",
+        type=int,
+        help="seconds each Job's pod runs (default: 60, or 60 ms per Job when longer, so that "
+        "all N are in flight together: 300 at N=5000)",
     )
     parser.add_argument(
         "--launch-concurrency",

@@ -47,8 +47,8 @@ class BenchSettings:
     """What one `python -m bench` invocation does (built from its command line)."""
 
     sizes: tuple[int, ...]
-    duration_s: int = 60
-    """How long every Job's pod runs (KWOK), seconds."""
+    duration_s: int | None = None
+    """How long every Job's pod runs (KWOK), seconds; None: `duration_for(n)`."""
     launch_concurrency: int = 8
     """Processes of the launch worker; also the baseline's create threads."""
     status_concurrency: int = 8
@@ -76,6 +76,14 @@ class BenchSettings:
     """Keep the runs of other sizes already in latest.json."""
     worker_env: dict[str, str] = field(default_factory=dict)
     """Extra JOBFERRY_* settings for the worker processes (recorded in the results)."""
+
+    def duration_for(self, n: int) -> int:
+        """The given duration, else long enough for all N Jobs to be in flight together:
+        60 s, or 60 ms per Job when more (300 s at N = 5,000; Jobs are created at 35-110/s
+        on the 2-core machine the README's figures come from)."""
+        if self.duration_s is not None:
+            return self.duration_s
+        return max(60, round(n * 0.06))
 
 
 def watcher_available() -> bool:
@@ -172,7 +180,8 @@ def jobferry_phase(
     idle: dict[str, float],
     log: Any,
 ) -> Phase:
-    log(f"  jobferry: {n} workflows of {settings.duration_s} s")
+    duration = settings.duration_for(n)
+    log(f"  jobferry: {n} workflows of {duration} s")
     redis_server = Redis(work / "redis").start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBFERRY_")}
     env.update(
@@ -232,9 +241,7 @@ def jobferry_phase(
         phase = Phase(n, began=time.time())
         ids = []
         for index in range(n):
-            handle = client.submit(
-                request(n, index, bench_cluster.JOBFERRY_NAMESPACE, settings.duration_s)
-            )
+            handle = client.submit(request(n, index, bench_cluster.JOBFERRY_NAMESPACE, duration))
             ids.append(handle.workflow_id)
         phase.extra["submit_s"] = round(time.time() - phase.began, 2)
         wait_until(
@@ -318,7 +325,7 @@ def baseline_phase(
     namespace = bench_cluster.BASELINE_NAMESPACE
     bodies = [
         build_job(r, job_name(r.workflow_id), "jobferry")
-        for r in (request(n, i, namespace, settings.duration_s) for i in range(n))
+        for r in (request(n, i, namespace, settings.duration_for(n)) for i in range(n))
     ]
     timeline = JobTimeline(cluster.rest(), namespace).start()
     poller = Poller(batch, namespace, settings.poll_interval_s)
@@ -546,7 +553,7 @@ def summarise(
         },
         "idle": idle,
         "config": {
-            "duration_s": settings.duration_s,
+            "duration_s": settings.duration_for(n),
             "launch_concurrency": settings.launch_concurrency,
             "status_concurrency": settings.status_concurrency,
             "pool": settings.pool,
