@@ -115,7 +115,9 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
         )
         _retry(self, ctx, workflow_id, delay, exc)
     verb = "adopted" if ref.adopted else "created"
-    if not _transition(ctx, record, WorkflowState.RUNNING, f"Job {verb}, waiting for its pod"):
+    detail = f"Job {verb}, waiting for its pod"
+    # The watcher may have written the running pod first: that detail stays.
+    if not _transition(ctx, record, WorkflowState.RUNNING, detail, keep_if_there=True):
         # Cancelled while we were creating it: do not leave the Job behind.
         ctx.backend.delete(ref)
         return workflow_id
@@ -439,9 +441,13 @@ def _finish(
 
 
 def _transition(
-    ctx: WorkerContext, record: WorkflowStatus, state: WorkflowState, detail: str
+    ctx: WorkerContext,
+    record: WorkflowStatus,
+    state: WorkflowState,
+    detail: str,
+    keep_if_there: bool = False,
 ) -> bool:
-    changed = ctx.records.set_state(record.workflow_id, state, detail)
+    changed = ctx.records.set_state(record.workflow_id, state, detail, keep_if_there=keep_if_there)
     if changed:
         log.info(
             "workflow %s: %s (%s), Job %s",
