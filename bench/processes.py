@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from tests.services import ROOT, free_port
+from tests.services import CliProcess, free_port
 
 MB = 1024 * 1024
 
@@ -102,44 +101,12 @@ def stop_group(process: subprocess.Popen[bytes] | None, grace: float = 20.0) -> 
         process.wait()
 
 
-@dataclass
-class JobferryProcess:
-    """`python -m workers <argv>` (the `jobferry` command) with its log in a file."""
+class JobferryProcess(CliProcess):
+    """A `jobferry` subcommand of a run (the tests' `CliProcess`), named in reports."""
 
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> JobferryProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers", *self.argv],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_ready(self, marker: str, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while marker not in self.log():
-            if self.process is not None and self.process.poll() is not None:
-                raise BenchError(f"{self.name} exited; its log:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.name} not ready after {timeout} s:\n{self.log()[-3000:]}")
-            time.sleep(0.2)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        stop_group(self.process)
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        super().__init__(argv, env, log_path)
+        self.name = name
 
 
 @dataclass
