@@ -1,26 +1,20 @@
 """The real processes a benchmark run owns: redis-server, `jobferry worker`s, a watcher.
 
-Each runs in its own session and is stopped by its process group, so nothing outlives the
-run. Resident memory is sampled over each process tree (a prefork worker is a main process
+They are the test suite's own (`tests.services`): each `jobferry` process runs in its own
+session and is stopped by its process group, so nothing outlives the run. Resident memory is sampled over each process tree (a prefork worker is a main process
 plus its pool children), per process and summed.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-import redis
 
-from tests.services import ROOT, free_port
+from tests.services import CliProcess, RedisServer
 
 MB = 1024 * 1024
 
@@ -29,53 +23,14 @@ class BenchError(RuntimeError):
     """The benchmark could not run (a missing binary, a process that would not start)."""
 
 
-@dataclass
-class Redis:
-    """A real redis-server with AOF, as the README recommends for production."""
+class Redis(RedisServer):
+    """The tests' real redis-server with AOF (as the README recommends), plus its memory."""
 
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> Redis:
-        binary = shutil.which("redis-server")
-        if binary is None:
+    def __init__(self, workdir: Path) -> None:
+        if shutil.which("redis-server") is None:
             raise BenchError("redis-server is not installed (apt-get install redis-server)")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.workdir),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--maxmemory-policy",
-            "noeviction",
-        ]
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        client = self.client()
-        for _ in range(400):
-            try:
-                client.ping()
-                return self
-            # Still starting.
-            except redis.ConnectionError:
-                time.sleep(0.025)
-        raise BenchError(f"redis-server did not start on port {self.port}")
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir)
 
     def memory(self) -> dict[str, float]:
         info = self.client().info("memory")
@@ -84,62 +39,13 @@ class Redis:
             "used_memory_mb": round(float(info["used_memory"]) / MB, 1),
         }
 
-    def stop(self) -> None:
-        stop_group(self.process)
-        self.process = None
 
+class JobferryProcess(CliProcess):
+    """A `jobferry` subcommand of a run (the tests' `CliProcess`), named in reports."""
 
-def stop_group(process: subprocess.Popen[bytes] | None, grace: float = 20.0) -> None:
-    """SIGTERM the process group, SIGKILL it after `grace` seconds."""
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    # Did not stop in time: nothing of a benchmark may be left running.
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@dataclass
-class JobferryProcess:
-    """`python -m workers <argv>` (the `jobferry` command) with its log in a file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> JobferryProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers", *self.argv],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_ready(self, marker: str, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while marker not in self.log():
-            if self.process is not None and self.process.poll() is not None:
-                raise BenchError(f"{self.name} exited; its log:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.name} not ready after {timeout} s:\n{self.log()[-3000:]}")
-            time.sleep(0.2)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        stop_group(self.process)
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        super().__init__(argv, env, log_path)
+        self.name = name
 
 
 @dataclass

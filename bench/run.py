@@ -182,7 +182,8 @@ def jobferry_phase(
 ) -> Phase:
     duration = settings.duration_for(n)
     log(f"  jobferry: {n} workflows of {duration} s")
-    redis_server = Redis(work / "redis").start()
+    redis_server = Redis(work / "redis")
+    redis_server.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBFERRY_")}
     env.update(
         JOBFERRY_REDIS_URL=redis_server.url,

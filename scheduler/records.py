@@ -42,11 +42,14 @@ redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[3])
 return ''
 """
 
-# Updates fields unless the workflow has finished; returns 1 when updated.
+# Updates fields unless the workflow has finished; returns 1 when updated, 2 when left as it
+# is because its state is ARGV[1] already (when ARGV[1] is not empty).
 _UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('HGET', KEYS[1], 'state') == 'finished' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'finished' then return 0 end
+if ARGV[1] ~= '' and state == ARGV[1] then return 2 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 
@@ -171,21 +174,28 @@ class RecordStore:
             {name: raw[name] for name in TRACE_FIELDS if raw.get(name)},
         )
 
-    def set_state(self, workflow_id: str, state: WorkflowState, detail: str) -> bool:
-        """Move an unfinished workflow to `state`; False when it has finished meanwhile."""
+    def set_state(
+        self, workflow_id: str, state: WorkflowState, detail: str, *, keep_if_there: bool = False
+    ) -> bool:
+        """Move an unfinished workflow to `state`; False when it has finished meanwhile.
+
+        With `keep_if_there`, a workflow in `state` already keeps its detail (and True is
+        returned): a launch must not overwrite the running pod the watcher wrote first.
+        """
         fields = {"state": state.value, "detail": detail, "updated_at": utcnow().isoformat()}
-        return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
+        keep = state.value if keep_if_there else ""
+        return self._fields(workflow_id, fields, keep) in (1, 2)
 
     def request_cancel(self, workflow_id: str) -> bool:
         """Flag an unfinished workflow for cancellation; False when it has finished."""
         fields = {"cancel_requested": "1", "updated_at": utcnow().isoformat()}
-        return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
+        return self._fields(workflow_id, fields) == 1
 
     def mark_deleting(self, workflow_id: str, now: float | None = None) -> bool:
         """Say that jobferry itself is deleting the workflow's Job (deadline, cancel, stuck),
         so a check that finds the Job gone does not call it deleted by someone else."""
         fields = {"deleting_at": str(time.time() if now is None else now)}
-        return bool(self._update(keys=[self.key(workflow_id)], args=_flatten(fields)) == 1)
+        return self._fields(workflow_id, fields) == 1
 
     def deleting_since(self, workflow_id: str) -> float | None:
         """When jobferry started deleting the workflow's Job (epoch seconds), if it did."""
@@ -255,6 +265,9 @@ class RecordStore:
         """Ids of workflows not finished yet, soonest deadline first."""
         keys = self._redis.zrange(INFLIGHT_KEY, 0, limit - 1)
         return [_text(key).removeprefix(KEY_PREFIX) for key in cast(list[Any], keys)]
+
+    def _fields(self, workflow_id: str, fields: dict[str, str], keep_state: str = "") -> int:
+        return int(self._update(keys=[self.key(workflow_id)], args=[keep_state, *_flatten(fields)]))
 
     def _hash(self, workflow_id: str) -> dict[str, str]:
         raw = cast(dict[Any, Any], self._redis.hgetall(self.key(workflow_id)))

@@ -115,7 +115,9 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
         )
         _retry(self, ctx, workflow_id, delay, exc)
     verb = "adopted" if ref.adopted else "created"
-    if not _transition(ctx, record, WorkflowState.RUNNING, f"Job {verb}, waiting for its pod"):
+    detail = f"Job {verb}, waiting for its pod"
+    # The watcher may have written the running pod first: that detail stays.
+    if not _transition(ctx, record, WorkflowState.RUNNING, detail, keep_if_there=True):
         # Cancelled while we were creating it: do not leave the Job behind.
         ctx.backend.delete(ref)
         return workflow_id
@@ -156,6 +158,20 @@ def _retry(
         raise task.retry(countdown=countdown) from exc
 
 
+def _again(
+    task: Task[Any, Any],
+    ctx: WorkerContext,
+    record: WorkflowStatus,
+    countdown: float,
+    wake: bool,
+    exc: Exception | None = None,
+) -> None:
+    """Look again later: the regular loop retries itself after `countdown` s; a wake-up looks
+    only once, so it just ends (None)."""
+    if not wake:
+        _retry(task, ctx, record.workflow_id, countdown, exc)
+
+
 @app.task(bind=True, name=CHECK_TASK, max_retries=None)
 def check(
     self: Task[Any, Any], workflow_id: str, epoch: int = 0, wake: bool = False
@@ -183,9 +199,8 @@ def check(
     # A slow or restarting API server must not end a workflow: look again later.
     except TemporaryError as exc:
         log.info("workflow %s: Job %s unavailable (%s)", workflow_id, record.job_name, exc.reason)
-        if wake:
-            return None
-        _retry(self, ctx, workflow_id, _interval(ctx, self.request.retries, record), exc)
+        _again(self, ctx, record, _interval(ctx, self.request.retries, record), wake, exc)
+        return None
     if wake and result is not None:
         # The regular loop returns the same outcome at its next run; until then the outcome
         # task's result must already carry it.
@@ -217,10 +232,9 @@ def _check_once(
                 f"the workflow passed its deadline ({request.deadline_seconds} s) "
                 "before its Job was launched; check the launch workers",
             )
-        if wake:
-            return None
         # The launch is being retried; its countdown decides, ours only waits.
-        _retry(task, ctx, record.workflow_id, _interval(ctx, task.request.retries, record))
+        _again(task, ctx, record, _interval(ctx, task.request.retries, record), wake)
+        return None
     try:
         status, cached = _read(ctx, ref, first_look=task.request.retries == 0 and not wake)
     # RBAC or a policy forbids reading the Job: no later check can do better.
@@ -261,9 +275,8 @@ def _judge(
         if since is not None and time.time() - since < DELETE_FINISH_SECONDS:
             # jobferry is deleting it (cancel, deadline, stuck pod): that task stores the
             # outcome; a wake-up caused by its own delete must not call it JobDeleted.
-            if wake:
-                return None
-            _retry(task, ctx, record.workflow_id, ctx.settings.status_interval_seconds)
+            _again(task, ctx, record, ctx.settings.status_interval_seconds, wake)
+            return None
         return _finish(
             ctx,
             record,
@@ -317,8 +330,7 @@ def _judge(
         if detail != record.detail:
             _transition(ctx, record, WorkflowState.RUNNING, detail)
     countdown = _interval(ctx, task.request.retries, record, status, cached)
-    if not wake:
-        _retry(task, ctx, record.workflow_id, countdown)
+    _again(task, ctx, record, countdown, wake)
     if status.stuck:
         # The regular loop may be far off: come back when the start-up grace ends.
         task.app.send_task(
@@ -439,9 +451,13 @@ def _finish(
 
 
 def _transition(
-    ctx: WorkerContext, record: WorkflowStatus, state: WorkflowState, detail: str
+    ctx: WorkerContext,
+    record: WorkflowStatus,
+    state: WorkflowState,
+    detail: str,
+    keep_if_there: bool = False,
 ) -> bool:
-    changed = ctx.records.set_state(record.workflow_id, state, detail)
+    changed = ctx.records.set_state(record.workflow_id, state, detail, keep_if_there=keep_if_there)
     if changed:
         log.info(
             "workflow %s: %s (%s), Job %s",

@@ -92,3 +92,22 @@ def test_namespaces_are_known_until_their_last_records_expire(redis_client: redi
     # A later deadline in the same namespace raises its score; an earlier one does not lower it.
     store.create(recent.model_copy(update={"workflow_id": "wf-3"}), now=now)
     assert store.namespaces() == ["recent"]
+
+
+def test_a_launch_keeps_the_running_detail_the_watcher_wrote_first(
+    redis_client: redis.Redis,
+) -> None:
+    store = RecordStore(redis_client, 3600, "jobferry")
+    store.create(REQUEST)
+    assert store.set_state("wf-1", WorkflowState.RUNNING, "pod running (attempt 1)")
+    launched = "Job created, waiting for its pod"
+    assert store.set_state("wf-1", WorkflowState.RUNNING, launched, keep_if_there=True)
+    status = store.get("wf-1")
+    assert status is not None and status.detail == "pod running (attempt 1)"
+    # From any other state the launch's detail is written; after the end, nothing is.
+    store.create(REQUEST.model_copy(update={"workflow_id": "wf-2"}))
+    assert store.set_state("wf-2", WorkflowState.RUNNING, launched, keep_if_there=True)
+    status = store.get("wf-2")
+    assert status is not None and status.detail == launched
+    store.finish(outcome(OutcomeState.CANCELLED, "Cancelled"))
+    assert not store.set_state("wf-1", WorkflowState.RUNNING, launched, keep_if_there=True)
