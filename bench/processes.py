@@ -1,8 +1,9 @@
 """The real processes a benchmark run owns: redis-server, `jobferry worker`s, a watcher.
 
 They are the test suite's own (`tests.services`): each `jobferry` process runs in its own
-session and is stopped by its process group, so nothing outlives the run. Resident memory is sampled over each process tree (a prefork worker is a main process
-plus its pool children), per process and summed.
+session and is stopped by its process group, so nothing outlives the run. Resident memory
+is sampled over each process tree (a prefork worker is a main process plus its pool
+children), per process and summed.
 """
 
 from __future__ import annotations
