@@ -293,8 +293,9 @@ def worker(
         from workers.watcher import start_watcher
 
         def watch_here(**_: Any) -> None:
-            watcher = start_watcher(settings)
-            signals.worker_shutdown.connect(lambda **_: watcher.stop(), weak=False)
+            stop = start_watcher(settings)
+            # Sent for every shutdown a signal starts, cold ones too (worker_shutdown is not).
+            signals.worker_shutting_down.connect(lambda **_: stop(), weak=False)
 
         signals.worker_ready.connect(watch_here, weak=False)
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"

@@ -465,9 +465,12 @@ def run_watcher(settings: Settings) -> None:
         watcher.backend.close()
 
 
-def start_watcher(settings: Settings) -> Watcher:
-    """The watcher in a thread of this process (`jobferry worker --watch`); stop() ends it and
-    releases its leases."""
+def start_watcher(settings: Settings) -> Callable[[], None]:
+    """The watcher in a thread of this process (`jobferry worker --watch`).
+
+    Returns the function that stops it: its namespaces are released (the heartbeat says not
+    fresh, the lease is deleted) before it returns, so a standby takes over at once.
+    """
     watcher = make_watcher(settings)
 
     def run() -> None:
@@ -476,8 +479,14 @@ def start_watcher(settings: Settings) -> Watcher:
         finally:
             watcher.backend.close()
 
-    threading.Thread(target=run, name="jobferry-watcher", daemon=True).start()
-    return watcher
+    thread = threading.Thread(target=run, name="jobferry-watcher", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        watcher.stop()
+        thread.join(timeout=10)
+
+    return stop
 
 
 def watched_namespaces(settings: Settings, client: redis.Redis) -> list[str]:
