@@ -69,9 +69,10 @@ def parse(argv: list[str] | None) -> BenchSettings:
     )
     parser.add_argument(
         "--watcher",
-        choices=["auto", "on", "off"],
+        choices=["auto", "on", "off", "embedded"],
         default="auto",
-        help="run `jobferry watcher` (auto: when the command exists)",
+        help="run `jobferry watcher` (auto: when the command exists; embedded: no watcher "
+        "process, the status worker runs `jobferry worker --watch`)",
     )
     parser.add_argument(
         "--kubeconfig",

@@ -130,7 +130,7 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         ("worker PSS (shared pages counted once), MB", lambda r: _fmt(r.get("worker_pss_mb"))),
         ("Redis used_memory_peak, MB", lambda r: _fmt(r["redis_used_memory_peak_mb"])),
         ("outcomes", lambda r: ", ".join(f"{k} {v}" for k, v in r["jobferry"]["outcomes"].items())),
-        ("watcher process", lambda r: "yes" if r["jobferry"]["watcher"] else "no"),
+        ("watcher", lambda r: _watcher(r["jobferry"]["watcher"])),
         ("load average before (1 min)", lambda r: _fmt(r["machine"]["load_before"][0])),
     ]  # fmt: skip
     for what, cell in extra:
@@ -190,3 +190,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def _watcher(mode: str | bool) -> str:
+    """How the watch ran; runs before `--watcher embedded` existed recorded a bool."""
+    names = {"process": "`jobferry watcher` process", "embedded": "in the status worker"}
+    if isinstance(mode, bool):
+        mode = "process" if mode else "none"
+    return names.get(mode, "none")

@@ -64,7 +64,8 @@ class BenchSettings:
     timeout_s: float = 3600.0
     """Give up a phase after this long."""
     watcher: str = "auto"
-    """auto: run `jobferry watcher` when the CLI has it; on; off."""
+    """auto: run `jobferry watcher` when the CLI has it; on; off; embedded: no watcher
+    process, the status worker holds the watch (`jobferry worker --watch`)."""
     kubeconfig: Path | None = None
     """Use this cluster (admin kubeconfig) instead of starting a control plane per N."""
     audit_log: Path | None = None
@@ -219,13 +220,17 @@ def jobferry_phase(
                 "-P",
                 settings.pool,
                 *quiet,
+                *(["--watch"] if settings.watcher == "embedded" else []),
             ],
             env,
             work / "logs" / "status-worker.log",
         ),
     ]
-    use_watcher = settings.watcher == "on" or (settings.watcher == "auto" and watcher_available())
-    if use_watcher:
+    watcher_process = settings.watcher == "on" or (
+        settings.watcher == "auto" and watcher_available()
+    )
+    use_watcher = watcher_process or settings.watcher == "embedded"
+    if watcher_process:
         processes.append(
             JobferryProcess("watcher", ["watcher"], env, work / "logs" / "watcher.log")
         )
@@ -286,7 +291,7 @@ def jobferry_phase(
             },
             worker_rss_by_tree_mb={k: round(v, 1) for k, v in sampler.peak_by_tree_mb.items()},
             redis=redis_server.memory(),
-            watcher=use_watcher,
+            watcher="process" if watcher_process else "embedded" if use_watcher else "none",
             jobs_seen=len(timeline.jobs),
             watch_errors=timeline.errors[:5],
         )

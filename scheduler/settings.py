@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     watch_lease_seconds: float = Field(default=15.0, gt=0)
     """A namespace's watch lease; a dead watcher's namespaces move to another after it, seconds."""
 
-    watch_check_interval_seconds: float = Field(default=120.0, gt=0)
+    watch_check_interval_seconds: float = Field(default=300.0, gt=0)
     """Delay between status checks while the watcher's cache is fresh (it wakes them), seconds."""
 
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)

@@ -105,12 +105,20 @@ class RedisServer:
 
 
 class WorkerProcess:
-    """`jobferry worker` as a real OS process (prefork pool), with its output in a log file."""
+    """`jobferry worker` as a real OS process (prefork pool unless `args` say otherwise), with
+    its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 2,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
+        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -141,6 +149,7 @@ class WorkerProcess:
             "--without-heartbeat",
             "--without-mingle",
             "--without-gossip",
+            *self.args,
         ]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:

@@ -243,13 +243,33 @@ def cancel(workflow_id: str) -> None:
 @click.option("-Q", "--queues", help="Queues to consume; default: launch and status queues.")
 @click.option("-c", "--concurrency", type=int, default=4, show_default=True)
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Also hold the namespaces' watches in this process, as `jobferry watcher` does "
+    "(threads or solo pool only).",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @friendly_errors
 def worker(
-    queues: str | None, concurrency: int, loglevel: str, celery_args: tuple[str, ...]
+    queues: str | None,
+    concurrency: int,
+    loglevel: str,
+    watch: bool,
+    celery_args: tuple[str, ...],
 ) -> None:
     """Run a Celery worker (extra arguments go to `celery worker`)."""
     settings = load_settings()
+    if watch:
+        pool = _pool_of(celery_args)
+        if pool not in ("threads", "solo"):
+            raise click.UsageError(
+                f"--watch needs -P threads or -P solo (the pool is {pool}): a prefork worker "
+                "forks its children while the watch threads run; run `jobferry watcher` beside "
+                "a prefork worker instead"
+            )
+        if settings.backend != "kubernetes":
+            raise click.UsageError("--watch needs JOBFERRY_BACKEND=kubernetes (there is no watch)")
     if settings.metrics_port:
         # Before anything imports prometheus_client, which reads the variable on import.
         _prepare_metrics_dir()
@@ -269,10 +289,32 @@ def worker(
         # Once the pool's children are forked (they need no copy of the listening socket)
         # and logging is set up (the line saying where metrics are is in the log).
         signals.worker_ready.connect(lambda **_: _serve_metrics(settings), weak=False)
+    if watch:
+        from workers.watcher import start_watcher
+
+        def watch_here(**_: Any) -> None:
+            stop = start_watcher(settings)
+            # Sent for every shutdown a signal starts, cold ones too (worker_shutdown is not).
+            signals.worker_shutting_down.connect(lambda **_: stop(), weak=False)
+
+        signals.worker_ready.connect(watch_here, weak=False)
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"
     app.worker_main(
         ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E", *celery_args]
     )
+
+
+def _pool_of(celery_args: tuple[str, ...]) -> str:
+    """The pool `celery worker` will use, from its arguments (default prefork)."""
+    pool = "prefork"
+    for index, arg in enumerate(celery_args):
+        if arg in ("-P", "--pool") and index + 1 < len(celery_args):
+            pool = celery_args[index + 1]
+        elif arg.startswith("--pool="):
+            pool = arg.removeprefix("--pool=")
+        elif arg.startswith("-P") and len(arg) > 2:
+            pool = arg[2:]
+    return pool
 
 
 def _prepare_metrics_dir() -> None:

@@ -441,24 +441,52 @@ class Watcher:
         self.stopping.set()
 
 
-def run_watcher(settings: Settings) -> None:
-    """The `jobferry watcher` process, until SIGTERM or Ctrl-C."""
-    import signal
-
+def make_watcher(settings: Settings) -> Watcher:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=15)
     budget = make_budget(
         client, settings.api_qps, settings.api_burst, settings.api_budget_max_wait_seconds
     )
     backend = KubernetesBackend.from_settings(settings, dict(os.environ), budget)
     records = RecordStore(client, settings.outcome_ttl_seconds, settings.app_label)
-    watcher = Watcher(settings, client, backend, Waker(make_celery(settings), client, records))
+    return Watcher(settings, client, backend, Waker(make_celery(settings), client, records))
+
+
+def run_watcher(settings: Settings) -> None:
+    """The `jobferry watcher` process, until SIGTERM or Ctrl-C."""
+    import signal
+
+    watcher = make_watcher(settings)
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
     try:
         watcher.run()
     except KeyboardInterrupt:
         watcher.stop()
     finally:
-        backend.close()
+        watcher.backend.close()
+
+
+def start_watcher(settings: Settings) -> Callable[[], None]:
+    """The watcher in a thread of this process (`jobferry worker --watch`).
+
+    Returns the function that stops it: its namespaces are released (the heartbeat says not
+    fresh, the lease is deleted) before it returns, so a standby takes over at once.
+    """
+    watcher = make_watcher(settings)
+
+    def run() -> None:
+        try:
+            watcher.run()
+        finally:
+            watcher.backend.close()
+
+    thread = threading.Thread(target=run, name="jobferry-watcher", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        watcher.stop()
+        thread.join(timeout=10)
+
+    return stop
 
 
 def watched_namespaces(settings: Settings, client: redis.Redis) -> list[str]:

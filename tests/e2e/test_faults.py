@@ -49,7 +49,7 @@ def test_job_deleted_by_someone_else_fails_as_job_deleted(k8s_pipeline: Pipeline
     e2e.batch.delete_namespaced_job(
         job_name("fault-deleted"), NAMESPACE, propagation_policy="Background"
     )
-    # The check loop now waits up to watch_check_interval_seconds (120 s) between looks; the
+    # The check loop now waits up to watch_check_interval_seconds (300 s) between looks; the
     # watcher's wake-up brings the outcome within one short interval of the deletion.
     outcome = handle.wait(timeout=settings.watch_check_interval_seconds / 4)
     assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "JobDeleted")

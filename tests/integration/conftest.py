@@ -30,9 +30,11 @@ class Pipeline:
     client: Jobferry
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def start_worker(self, concurrency: int = 2, **extra_env: str) -> WorkerProcess:
+    def start_worker(
+        self, concurrency: int = 2, args: tuple[str, ...] = (), **extra_env: str
+    ) -> WorkerProcess:
         name = f"worker-{len(self.workers) + 1}.log"
-        worker = WorkerProcess({**self.env, **extra_env}, self.logs / name, concurrency)
+        worker = WorkerProcess({**self.env, **extra_env}, self.logs / name, concurrency, args)
         self.workers.append(worker.start())
         return worker
 

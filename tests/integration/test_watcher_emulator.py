@@ -2,7 +2,7 @@
 
 The status checks read the watcher's cache instead of the API server, and the watcher wakes a
 check the moment a Job ends or is deleted: outcomes arrive although the regular check loop
-waits `JOBFERRY_WATCH_CHECK_INTERVAL_SECONDS` (120 s) between looks, from its first one on.
+waits `JOBFERRY_WATCH_CHECK_INTERVAL_SECONDS` (300 s) between looks, from its first one on.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_checks_read_the_cache_and_the_end_wakes_them(
     )
     kube_emulator.set_pod_log(NS, pod, "all done\n")
     kube_emulator.mark_job_succeeded(NS, name)
-    # The regular loop sleeps up to 120 s now; only the watcher's wake-up is this quick.
+    # The regular loop sleeps up to 300 s now; only the watcher's wake-up is this quick.
     outcome = handle.wait(timeout=30)
     assert (outcome.state, outcome.exit_code) == (OutcomeState.SUCCEEDED, 0)
     assert "all done" in outcome.log_tail
@@ -196,3 +196,47 @@ def _cached(url: str, name: str) -> bool:
         return bool(client_.hexists(cache.jobs_key(NS), name))
     finally:
         client_.close()
+
+
+def test_a_threads_worker_can_hold_the_watch_itself(
+    redis_url: str,
+    kube_emulator: KubeEmulator,
+    kube_emulator_kubeconfig: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    # `jobferry worker --watch`: no watcher process; the worker's own threads hold the lease.
+    pipeline = make_pipeline(redis_url, tmp_path / "logs", WATCHED)
+    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
+    worker = pipeline.start_worker(concurrency=4, args=("-P", "threads", "--watch"))
+    try:
+        health = wait_for("the worker's watch", lambda: healthy(redis_url), timeout=60)
+        assert health.holder.split(":")[1] == str(worker.process.pid)  # type: ignore[union-attr]
+        handle = pipeline.client.submit(
+            WorkflowRequest(workflow_id="in-worker", image="busybox:1.36", command=["true"])
+        )
+        name = created(kube_emulator, "in-worker")
+        kube_emulator.add_pod_for_job(NS, name, phase="Running")
+        wait_for("the running detail", lambda: "running" in handle.status().detail, timeout=30)
+        kube_emulator.mark_job_failed(NS, name)
+        outcome = handle.wait(timeout=30)
+        assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "BackoffLimitExceeded")
+    finally:
+        pipeline.stop()
+        print_logs_if_failed(request, pipeline)
+    # Stopped, it let the namespace go: the cache says so at once.
+    client_ = redis.Redis.from_url(redis_url)
+    assert cache.read_health(client_, NS).fresh is False
+    client_.close()
+
+
+def test_watch_in_a_prefork_worker_is_refused(
+    redis_url: str, kube_emulator_kubeconfig: Path, tmp_path: Path
+) -> None:
+    pipeline = make_pipeline(redis_url, tmp_path / "logs", WATCHED)
+    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
+    command = [sys.executable, "-m", "workers", "worker", "--watch"]
+    result = subprocess.run(command, env=pipeline.env, capture_output=True, text=True, timeout=60)
+    pipeline.client.close()
+    assert result.returncode == 2
+    assert "--watch needs -P threads or -P solo (the pool is prefork)" in result.stderr
