@@ -151,13 +151,23 @@ class StatusCache:
     def __init__(self, client: redis.Redis, stale_seconds: float) -> None:
         self._redis = client
         self._stale = stale_seconds
+        self._fresh: dict[str, tuple[float, bool]] = {}
 
     def fresh(self, namespace: str) -> bool:
-        """Whether the namespace's watch can be trusted now (its heartbeat is recent)."""
-        fresh, beat = cast(
-            list[Any], self._redis.hmget(health_key(namespace), "fresh", "heartbeat_at")
-        )
-        return _fresh(fresh, beat, self._stale)
+        """Whether the namespace's watch can be trusted now (its heartbeat is recent).
+
+        Remembered for a second per process: a burst of launches asks it once each, and the
+        heartbeat it reads is renewed only every second anyway.
+        """
+        now = time.monotonic()
+        until, known = self._fresh.get(namespace, (0.0, False))
+        if now < until:
+            return known
+        fields = self._redis.hmget(health_key(namespace), "fresh", "heartbeat_at")
+        fresh, beat = cast(list[Any], fields)
+        known = _fresh(fresh, beat, self._stale)
+        self._fresh[namespace] = (now + 1.0, known)
+        return known
 
     def read(self, ref: JobRef, first_look: bool) -> JobStatus | None:
         """The Job's status from the cache; None when the caller must ask the API server.
