@@ -63,10 +63,14 @@ def resend_silent_checks(ctx: WorkerContext, celery: Any) -> list[str]:
             epoch,
         )
         record = ctx.records.get(workflow_id)
-        if record is not None and record.state is WorkflowState.QUEUED:
-            # Never launched: the producer died between writing the record and queueing the
-            # launch, or the launch message was lost. A second launch only adopts the Job.
-            log.warning("workflow %s: still queued; sending its launch again", workflow_id)
+        if record is not None and record.state in (WorkflowState.QUEUED, WorkflowState.LAUNCHING):
+            # Never launched, or the launch died half-way: the producer died between writing
+            # the record and queueing the launch, the launch message was lost, or Redis failed
+            # under a running launch (which then ended without a retry or its chained check).
+            # A second launch only adopts the Job the first one may have created.
+            log.warning(
+                "workflow %s: still %s; sending its launch again", workflow_id, record.state.value
+            )
             celery.send_task(LAUNCH_TASK, args=[workflow_id], task_id=launch_task_id(workflow_id))
         celery.send_task(
             CHECK_TASK,

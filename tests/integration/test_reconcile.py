@@ -95,6 +95,26 @@ def test_a_workflow_whose_launch_was_never_queued_is_launched(local: Pipeline) -
     assert "late" in outcome.log_tail
 
 
+def test_a_launch_that_died_half_way_is_launched_again(local: Pipeline) -> None:
+    # Redis failed under a running launch: the record says `launching`, the launch task ended
+    # on the connection error (no retry, no chained check), and nothing else will come.
+    local.start_worker()
+    request = WorkflowRequest(workflow_id="cut-off", image="local", command=["echo", "again"])
+    records = local.client.records
+    assert records.create(request) is None
+    assert records.set_state("cut-off", WorkflowState.LAUNCHING, "creating Job")
+    wait_for(
+        "the reconciler to send the launch and the check",
+        lambda: "cut-off" in reconcile(local)["resent"],
+        timeout=60,
+        interval=1,
+    )
+    outcome = local.client.submit(request).wait(timeout=60)
+    assert outcome.state is OutcomeState.SUCCEEDED
+    assert "again" in outcome.log_tail
+    assert "still launching; sending its launch again" in local.worker_logs()
+
+
 def test_at_most_one_resend_per_silence_period(local: Pipeline) -> None:
     # No worker takes the checks: the record alone says when a check last ran.
     records = local.client.records
