@@ -57,6 +57,15 @@ end
 return 0
 """
 
+# Lets a namespace go, only for its holder: deletes the lease and marks the cache not fresh.
+# A replica whose lease already moved on must not touch the new holder's lease or heartbeat.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], 'fresh', '0')
+return 1
+"""
+
 
 def wake_task_id(workflow_id: str) -> str:
     return f"jobferry-wake-{workflow_id}-{uuid.uuid4().hex[:12]}"
@@ -429,10 +438,9 @@ class Watcher:
 
     def _release(self, namespace: str) -> None:
         self.held.pop(namespace).stop()
+        keys = [LEASE_PREFIX + namespace, cache.health_key(namespace)]
         try:
-            self._heartbeat(namespace, False)
-            if self.redis.get(LEASE_PREFIX + namespace) == self.holder.encode():
-                self.redis.delete(LEASE_PREFIX + namespace)
+            self.redis.eval(_RELEASE, 2, *keys, self.holder)
         # Shutting down without Redis: the lease expires by itself.
         except redis.RedisError:
             pass

@@ -18,7 +18,7 @@ from scheduler.records import RecordStore
 from scheduler.settings import Settings
 from workers import cache
 from workers.backends.kubernetes import KubernetesBackend
-from workers.watcher import LEASE_PREFIX, ResourceWatch, Waker
+from workers.watcher import LEASE_PREFIX, NamespaceWatch, ResourceWatch, Waker, Watcher
 
 NS = "team-a"
 LEASE = LEASE_PREFIX + NS
@@ -98,3 +98,31 @@ def test_its_own_renewal_meanwhile_only_repeats_the_write(
     assert other.hget(cache.jobs_key(NS), "j1") == b"{}"
     assert not watch.stopping.is_set()
     other.close()
+
+
+@pytest.fixture
+def watcher(redis_url: str, redis_client: redis.Redis) -> Iterator[Watcher]:
+    settings = Settings(redis_url=redis_url, watch_namespaces=[NS])
+    backend = KubernetesBackend(settings, client.Configuration(host="https://127.0.0.1:1"))
+    records = RecordStore(redis_client, 60, settings.app_label)
+    waker = Waker(None, redis_client, records)  # type: ignore[arg-type]  # no wake-ups here
+    yield Watcher(settings, redis_client, backend, waker)
+    backend.close()
+
+
+def test_a_release_lets_go_of_its_own_lease_only(
+    watcher: Watcher, redis_client: redis.Redis
+) -> None:
+    redis_client.set(LEASE, watcher.holder, px=60_000)
+    redis_client.hset(cache.health_key(NS), "fresh", "1")
+    watcher.held[NS] = NamespaceWatch([])
+    watcher._release(NS)
+    assert not redis_client.exists(LEASE)
+    assert redis_client.hget(cache.health_key(NS), "fresh") == b"0"
+    # Its lease moved on while it stalled: the new holder's lease and cache stay as they are.
+    redis_client.set(LEASE, "holder-b", px=60_000)
+    redis_client.hset(cache.health_key(NS), "fresh", "1")
+    watcher.held[NS] = NamespaceWatch([])
+    watcher._release(NS)
+    assert redis_client.get(LEASE) == b"holder-b"
+    assert redis_client.hget(cache.health_key(NS), "fresh") == b"1"
