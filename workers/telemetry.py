@@ -219,9 +219,9 @@ def trace_env() -> dict[str, str]:
 
 
 def keep_trace(records: RecordStore, record: WorkflowStatus) -> None:
-    """A workflow from an untraced producer: its launch span becomes the checks' root."""
-    if not records.trace_carrier(record.workflow_id):
-        records.keep_trace(record.workflow_id, current_carrier())
+    """A workflow from an untraced producer (its record has no trace context): its launch span
+    becomes the checks' root. A context written meanwhile is kept (HSETNX)."""
+    records.keep_trace(record.workflow_id, current_carrier())
 
 
 def workflow_submitted() -> None:
