@@ -16,7 +16,7 @@ import pytest
 import redis
 from kubernetes import client, config
 
-from scheduler import OutcomeState, WorkflowRequest, WorkflowState
+from scheduler import OutcomeState, WorkflowOutcome, WorkflowRequest, WorkflowState
 from scheduler.celeryconfig import RECONCILE_TASK
 from tests.integration.conftest import Pipeline, make_pipeline, print_logs_if_failed
 from tests.kube_emulator import KubeEmulator
@@ -32,6 +32,17 @@ def reconcile(pipeline: Pipeline) -> dict[str, Any]:
     result = pipeline.client.celery.send_task(RECONCILE_TASK).get(timeout=60)
     assert isinstance(result, dict)
     return result
+
+
+def resent_and_finished(pipeline: Pipeline, request: WorkflowRequest) -> WorkflowOutcome:
+    """Run the reconciler until it resends `request`'s workflow, then wait for the outcome."""
+    wait_for(
+        "the reconciler to send the launch and the check",
+        lambda: request.workflow_id in reconcile(pipeline)["resent"],
+        timeout=60,
+        interval=1,
+    )
+    return pipeline.client.submit(request).wait(timeout=60)
 
 
 @pytest.fixture
@@ -84,13 +95,7 @@ def test_a_workflow_whose_launch_was_never_queued_is_launched(local: Pipeline) -
     local.start_worker()
     request = WorkflowRequest(workflow_id="never-sent", image="local", command=["echo", "late"])
     assert local.client.records.create(request) is None
-    wait_for(
-        "the reconciler to send the launch and the check",
-        lambda: "never-sent" in reconcile(local)["resent"],
-        timeout=60,
-        interval=1,
-    )
-    outcome = local.client.submit(request).wait(timeout=60)
+    outcome = resent_and_finished(local, request)
     assert outcome.state is OutcomeState.SUCCEEDED
     assert "late" in outcome.log_tail
 
@@ -103,13 +108,7 @@ def test_a_launch_that_died_half_way_is_launched_again(local: Pipeline) -> None:
     records = local.client.records
     assert records.create(request) is None
     assert records.set_state("cut-off", WorkflowState.LAUNCHING, "creating Job")
-    wait_for(
-        "the reconciler to send the launch and the check",
-        lambda: "cut-off" in reconcile(local)["resent"],
-        timeout=60,
-        interval=1,
-    )
-    outcome = local.client.submit(request).wait(timeout=60)
+    outcome = resent_and_finished(local, request)
     assert outcome.state is OutcomeState.SUCCEEDED
     assert "again" in outcome.log_tail
     assert "still launching; sending its launch again" in local.worker_logs()
