@@ -67,6 +67,61 @@ return 1
 """
 
 
+# Applies a batch of cache writes only while ARGV[1] holds the lease KEYS[1]: 1 when written,
+# 0 (nothing written) when the lease moved on. From ARGV[2] on, each write is a command, the
+# index of its key in KEYS, its argument count, then its arguments (see FencedWrites).
+_FENCED_WRITE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local i = 2
+while i <= #ARGV do
+  local count = tonumber(ARGV[i + 2])
+  redis.call(ARGV[i], KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 3, i + 2 + count))
+  i = i + 3 + count
+end
+return 1
+"""
+
+
+class FencedWrites:
+    """The cache writes of one event or listing, collected for one `_FENCED_WRITE` call.
+
+    Offers the few redis-py pipeline methods the watch uses. A large mapping is split into
+    several HSETs, each within the Lua stack's limit on unpacked arguments (about 8,000).
+    """
+
+    CHUNK = 1000
+    """Field-value pairs per HSET."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+        self._index: dict[str, int] = {}
+
+    def _write(self, command: str, key: str, *args: Any) -> None:
+        if key not in self._index:
+            self.keys.append(key)
+            # KEYS[1] is the lease, and Lua counts from 1.
+            self._index[key] = len(self.keys) + 1
+        self.args += [command, self._index[key], len(args), *args]
+
+    def hset(
+        self, key: str, field: str | None = None, value: Any = None, mapping: Any = None
+    ) -> None:
+        pairs = [*([(field, value)] if field is not None else []), *(mapping or {}).items()]
+        for start in range(0, len(pairs), self.CHUNK):
+            flat = [part for pair in pairs[start : start + self.CHUNK] for part in pair]
+            self._write("HSET", key, *flat)
+
+    def hdel(self, key: str, *fields: str) -> None:
+        self._write("HDEL", key, *fields)
+
+    def set(self, key: str, value: Any, ex: int) -> None:
+        self._write("SET", key, value, "EX", ex)
+
+    def delete(self, key: str) -> None:
+        self._write("DEL", key)
+
+
 def wake_task_id(workflow_id: str) -> str:
     return f"jobferry-wake-{workflow_id}-{uuid.uuid4().hex[:12]}"
 
@@ -122,6 +177,7 @@ class ResourceWatch(threading.Thread):
         self.stopping = threading.Event()
         self.connected = False
         self._seen: dict[str, str] = {}
+        self._write_script = client.register_script(_FENCED_WRITE)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -200,14 +256,14 @@ class ResourceWatch(threading.Thread):
         now = {item["metadata"]["name"]: cache.trim_job(item) for item in items}
         vanished = [job for name, job in before.items() if name not in now]
 
-        def write(pipe: Any) -> None:
-            pipe.delete(cache.jobs_key(ns))
+        def write(writes: FencedWrites) -> None:
+            writes.delete(cache.jobs_key(ns))
             if now:
-                pipe.hset(cache.jobs_key(ns), mapping={k: json.dumps(v) for k, v in now.items()})
+                writes.hset(cache.jobs_key(ns), mapping={k: json.dumps(v) for k, v in now.items()})
             for job in vanished:
                 name = job["metadata"]["name"]
-                pipe.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
-            pipe.hset(cache.health_key(ns), "jobs_rv", rv)
+                writes.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
+            writes.hset(cache.health_key(ns), "jobs_rv", rv)
 
         if not self._fenced(write):
             return
@@ -222,13 +278,13 @@ class ResourceWatch(threading.Thread):
         ns = self.namespace
         index = cast(dict[Any, Any], self.redis.hgetall(cache.podjob_key(ns)))
 
-        def write(pipe: Any) -> None:
+        def write(writes: FencedWrites) -> None:
             for job in {cache._text(v) for v in index.values()}:
-                pipe.delete(cache.pods_key(ns, job))
-            pipe.delete(cache.podjob_key(ns))
+                writes.delete(cache.pods_key(ns, job))
+            writes.delete(cache.podjob_key(ns))
             for pod in items:
-                self._write_pod(pipe, pod)
-            pipe.hset(cache.health_key(ns), "pods_rv", rv)
+                self._write_pod(writes, pod)
+            writes.hset(cache.health_key(ns), "pods_rv", rv)
 
         if not self._fenced(write):
             return
@@ -236,48 +292,35 @@ class ResourceWatch(threading.Thread):
         for pod in items:
             self._pod_changed(pod)
 
-    def _fenced(self, write: Callable[[Any], None]) -> bool:
-        """Apply the writes `write` queues, atomically with the check that this process still
-        holds the namespace's lease (WATCH/MULTI). False, and the watch stops, when the lease
-        moved on (this process stalled): the new holder writes from now on."""
-        if not self.holder:
-            pipe = self.redis.pipeline()
-            write(pipe)
-            pipe.execute()
+    def _fenced(self, write: Callable[[FencedWrites], None]) -> bool:
+        """Apply the writes `write` queues in one Lua script that first checks this process
+        still holds the namespace's lease: atomic, and one round trip per event. False, and
+        the watch stops, when the lease moved on (this process stalled): the new holder
+        writes from now on."""
+        writes = FencedWrites()
+        write(writes)
+        keys = [LEASE_PREFIX + self.namespace, *writes.keys]
+        if self._write_script(keys=keys, args=[self.holder, *writes.args]):
             return True
-        lease = LEASE_PREFIX + self.namespace
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(lease)  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                    if pipe.get(lease) != self.holder.encode():
-                        self.stopping.set()
-                        return False
-                    pipe.multi()
-                    write(pipe)
-                    pipe.execute()
-                    return True
-                # The lease key changed between WATCH and EXEC (most often our own renewal):
-                # nothing was written; look at the lease again.
-                except redis.WatchError:
-                    continue
+        self.stopping.set()
+        return False
 
     def _apply(self, event: dict[str, Any]) -> str | None:
         kind, obj = event.get("type"), event.get("object") or {}
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         field = f"{self.resource}_rv"
 
-        def write(pipe: Any) -> None:
+        def write(writes: FencedWrites) -> None:
             if kind != "BOOKMARK":
                 if self.resource == "jobs":
-                    self._write_job(pipe, kind, obj)
+                    self._write_job(writes, kind, obj)
                 elif kind == "DELETED":
-                    self._delete_pod(pipe, obj)
+                    self._delete_pod(writes, obj)
                 else:
-                    self._write_pod(pipe, obj)
-                pipe.hset(cache.health_key(self.namespace), "last_event_at", str(time.time()))
+                    self._write_pod(writes, obj)
+                writes.hset(cache.health_key(self.namespace), "last_event_at", str(time.time()))
             if rv:
-                pipe.hset(cache.health_key(self.namespace), field, rv)
+                writes.hset(cache.health_key(self.namespace), field, rv)
 
         if not self._fenced(write):
             return None
@@ -292,29 +335,29 @@ class ResourceWatch(threading.Thread):
                 self._wake(obj, "Job deleted")
         return str(rv) if rv else None
 
-    def _write_job(self, pipe: Any, kind: Any, obj: dict[str, Any]) -> None:
+    def _write_job(self, writes: FencedWrites, kind: Any, obj: dict[str, Any]) -> None:
         ns, name = self.namespace, obj["metadata"]["name"]
         if kind == "DELETED":
-            pipe.hdel(cache.jobs_key(ns), name)
-            pipe.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
+            writes.hdel(cache.jobs_key(ns), name)
+            writes.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
         else:
-            pipe.hset(cache.jobs_key(ns), name, json.dumps(cache.trim_job(obj)))
-            pipe.delete(cache.gone_key(ns, name))
+            writes.hset(cache.jobs_key(ns), name, json.dumps(cache.trim_job(obj)))
+            writes.delete(cache.gone_key(ns, name))
 
-    def _write_pod(self, pipe: Any, pod: dict[str, Any]) -> None:
+    def _write_pod(self, writes: FencedWrites, pod: dict[str, Any]) -> None:
         job = cache.pod_job(pod)
         if job is None:
             return
         name = pod["metadata"]["name"]
-        pipe.hset(cache.pods_key(self.namespace, job), name, json.dumps(cache.trim_pod(pod)))
-        pipe.hset(cache.podjob_key(self.namespace), name, job)
+        writes.hset(cache.pods_key(self.namespace, job), name, json.dumps(cache.trim_pod(pod)))
+        writes.hset(cache.podjob_key(self.namespace), name, job)
 
-    def _delete_pod(self, pipe: Any, pod: dict[str, Any]) -> None:
+    def _delete_pod(self, writes: FencedWrites, pod: dict[str, Any]) -> None:
         job = cache.pod_job(pod)
         name = pod["metadata"]["name"]
         if job is not None:
-            pipe.hdel(cache.pods_key(self.namespace, job), name)
-        pipe.hdel(cache.podjob_key(self.namespace), name)
+            writes.hdel(cache.pods_key(self.namespace, job), name)
+        writes.hdel(cache.podjob_key(self.namespace), name)
 
     def _job_changed(self, job: dict[str, Any]) -> None:
         """Wake the check when a Job reaches its end (once per change of that)."""

@@ -2,7 +2,7 @@
 
 A watcher that stalled (a long GC pause, a frozen VM) may wake up after its lease expired and
 another replica took the namespace over. Its next write must not land: the lease check and
-the write are one WATCH/MULTI transaction on a real redis-server.
+the writes are one Lua script on a real redis-server.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from scheduler.records import RecordStore
 from scheduler.settings import Settings
 from workers import cache
 from workers.backends.kubernetes import KubernetesBackend
-from workers.watcher import LEASE_PREFIX, NamespaceWatch, ResourceWatch, Waker, Watcher
+from workers.watcher import (
+    LEASE_PREFIX,
+    FencedWrites,
+    NamespaceWatch,
+    ResourceWatch,
+    Waker,
+    Watcher,
+)
 
 NS = "team-a"
 LEASE = LEASE_PREFIX + NS
@@ -64,14 +71,14 @@ def test_a_former_holder_writes_nothing_and_stops(
     assert watch.stopping.is_set()
 
 
-def test_a_takeover_between_the_check_and_the_write_voids_the_write(
+def test_a_takeover_while_the_writes_are_collected_voids_them(
     watch: ResourceWatch, redis_url: str
 ) -> None:
     other = redis.Redis.from_url(redis_url)
 
-    def write(pipe: Any) -> None:
-        pipe.hset(cache.jobs_key(NS), "j1", "{}")
-        # Another replica takes the namespace after this one checked the lease.
+    def write(writes: FencedWrites) -> None:
+        writes.hset(cache.jobs_key(NS), "j1", "{}")
+        # Another replica takes the namespace before this one's writes reach Redis.
         other.set(LEASE, "holder-b", px=60_000)
 
     assert not watch._fenced(write)
@@ -80,24 +87,35 @@ def test_a_takeover_between_the_check_and_the_write_voids_the_write(
     other.close()
 
 
-def test_its_own_renewal_meanwhile_only_repeats_the_write(
+def test_its_own_renewal_meanwhile_does_not_stop_the_write(
     watch: ResourceWatch, redis_url: str
 ) -> None:
     other = redis.Redis.from_url(redis_url)
-    attempts = []
 
-    def write(pipe: Any) -> None:
-        attempts.append(1)
-        pipe.hset(cache.jobs_key(NS), "j1", "{}")
-        if len(attempts) == 1:
-            # The holder's main thread renews the lease (PEXPIRE) at this moment.
-            other.pexpire(LEASE, 60_000)
+    def write(writes: FencedWrites) -> None:
+        writes.hset(cache.jobs_key(NS), "j1", "{}")
+        # The holder's main thread renews the lease (PEXPIRE) at this moment.
+        other.pexpire(LEASE, 60_000)
 
     assert watch._fenced(write)
-    assert len(attempts) == 2
     assert other.hget(cache.jobs_key(NS), "j1") == b"{}"
     assert not watch.stopping.is_set()
     other.close()
+
+
+def test_a_large_listing_is_written_whole(watch: ResourceWatch, redis_client: redis.Redis) -> None:
+    # 5,000 Jobs are 10,000 HSET arguments: more than one Lua call can unpack at once.
+    jobs = {f"j{i}": "{}" for i in range(5000)}
+
+    def write(writes: FencedWrites) -> None:
+        writes.delete(cache.jobs_key(NS))
+        writes.hset(cache.jobs_key(NS), mapping=jobs)
+        writes.set(cache.gone_key(NS, "old"), "1", ex=60)
+        writes.hdel(cache.jobs_key(NS), "j0")
+
+    assert watch._fenced(write)
+    assert redis_client.hlen(cache.jobs_key(NS)) == 4999
+    assert 0 < redis_client.ttl(cache.gone_key(NS, "old")) <= 60
 
 
 @pytest.fixture
