@@ -172,7 +172,9 @@ def _again(
         _retry(task, ctx, record.workflow_id, countdown, exc)
 
 
-@app.task(bind=True, name=CHECK_TASK, max_retries=None)
+# No STARTED state either: two Redis round trips (Celery reads the stored state before it
+# writes one) for every check, when the workflow's record already says what is happening.
+@app.task(bind=True, name=CHECK_TASK, max_retries=None, track_started=False)
 def check(
     self: Task[Any, Any], workflow_id: str, epoch: int = 0, wake: bool = False
 ) -> dict[str, Any] | None:
