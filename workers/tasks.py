@@ -34,6 +34,9 @@ from workers.cache import NOT_SEEN_YET
 
 log = logging.getLogger("jobferry")
 
+GUARD_JITTER = 0.2
+"""The guard loop's interval is shortened by up to this fraction, at random (see _interval)."""
+
 DELETE_FINISH_SECONDS = 60.0
 """How long a Job jobferry is deleting may be missing before a check calls it JobDeleted."""
 
@@ -508,11 +511,15 @@ def _interval(
     While the watcher's cache is fresh (`cached`) it is `watch_check_interval_seconds` from the
     start: the watcher wakes the check when the Job or its pod changes, and the regular loop
     only guards the deadline and a lost wake-up. (Growing from 2 s instead, 1,000 Jobs in
-    flight cost ~130 checks/s in their first minute, CPU the launches needed.)
+    flight cost ~130 checks/s in their first minute, CPU the launches needed.) It is jittered,
+    as client-go jitters its resyncs: a burst of launches would otherwise come back as a burst
+    of guard checks one interval later, and Jobs as long as the interval end in that burst.
+    Shortened only, so that the settings' rules about the longest interval still hold.
     """
     settings = ctx.settings
     if cached:
         interval = max(settings.status_interval_max_seconds, settings.watch_check_interval_seconds)
+        interval *= random.uniform(1 - GUARD_JITTER, 1.0)
     else:
         interval = min(
             settings.status_interval_max_seconds,
