@@ -143,9 +143,10 @@ class Waker:
         if self._records.set_state(workflow_id, WorkflowState.RUNNING, detail):
             log.info("workflow %s: %s, Job %s", workflow_id, detail, job)
 
-    def __call__(self, workflow_id: str, why: str) -> None:
-        # A re-list shows every finished Job still kept by its TTL: wake only those in flight.
-        if self._redis.zscore(INFLIGHT_KEY, RecordStore.key(workflow_id)) is None:
+    def __call__(self, workflow_id: str, why: str, listed: bool = False) -> None:
+        # A listing shows every finished Job its TTL still keeps: wake only those in flight.
+        # (A watch event is news: its workflow is in flight, or the check just returns.)
+        if listed and self._redis.zscore(INFLIGHT_KEY, RecordStore.key(workflow_id)) is None:
             return
         log.info("waking the status check of %s: %s", workflow_id, why)
         self._celery.send_task(
@@ -269,10 +270,10 @@ class ResourceWatch(threading.Thread):
             return
         self._seen.clear()
         for job in now.values():
-            self._job_changed(job)
+            self._job_changed(job, listed=True)
         for job in vanished:
             # Deleted while nobody watched (the gap a 410 or a takeover leaves).
-            self._wake(job, "Job deleted while unwatched")
+            self._wake(job, "Job deleted while unwatched", listed=True)
 
     def _replace_pods(self, items: list[dict[str, Any]], rv: str) -> None:
         ns = self.namespace
@@ -290,7 +291,7 @@ class ResourceWatch(threading.Thread):
             return
         self._seen.clear()
         for pod in items:
-            self._pod_changed(pod)
+            self._pod_changed(pod, listed=True)
 
     def _fenced(self, write: Callable[[FencedWrites], None]) -> bool:
         """Apply the writes `write` queues in one Lua script that first checks this process
@@ -359,7 +360,7 @@ class ResourceWatch(threading.Thread):
             writes.hdel(cache.pods_key(self.namespace, job), name)
         writes.hdel(cache.podjob_key(self.namespace), name)
 
-    def _job_changed(self, job: dict[str, Any]) -> None:
+    def _job_changed(self, job: dict[str, Any], listed: bool = False) -> None:
         """Wake the check when a Job reaches its end (once per change of that)."""
         name = job["metadata"]["name"]
         status = classify.job_status(job, [])
@@ -367,9 +368,9 @@ class ResourceWatch(threading.Thread):
         if self._seen.get(name) != mark:
             self._seen[name] = mark
             if mark == "terminal":
-                self._wake(job, f"Job {status.phase.value}")
+                self._wake(job, f"Job {status.phase.value}", listed)
 
-    def _pod_changed(self, pod: dict[str, Any]) -> None:
+    def _pod_changed(self, pod: dict[str, Any], listed: bool = False) -> None:
         """Wake the check when a pod gets stuck (start-up grace); note it when it runs."""
         status = classify.job_status({"status": {}}, [pod])
         mark = status.waiting_reason if status.waiting_reason in UNRECOVERABLE_WAITING else ""
@@ -383,12 +384,12 @@ class ResourceWatch(threading.Thread):
         if mark == "running" and job and workflow_id:
             self.waker.running(workflow_id, self.namespace, job)
         elif mark != "running":
-            self._wake(pod, f"pod {mark}")
+            self._wake(pod, f"pod {mark}", listed)
 
-    def _wake(self, obj: dict[str, Any], why: str) -> None:
+    def _wake(self, obj: dict[str, Any], why: str, listed: bool = False) -> None:
         workflow_id = _workflow_of(obj)
         if workflow_id:
-            self.waker(workflow_id, why)
+            self.waker(workflow_id, why, listed)
 
 
 class NamespaceWatch:
@@ -499,7 +500,11 @@ def make_watcher(settings: Settings) -> Watcher:
     )
     backend = KubernetesBackend.from_settings(settings, dict(os.environ), budget)
     records = RecordStore(client, settings.outcome_ttl_seconds, settings.app_label)
-    return Watcher(settings, client, backend, Waker(make_celery(settings), client, records))
+    celery = make_celery(settings)
+    # A wake-up is received within milliseconds: a `task-sent` event (one more Redis round
+    # trip in the watch thread, per Job that ends) would tell Flower nothing.
+    celery.conf.task_send_sent_event = False
+    return Watcher(settings, client, backend, Waker(celery, client, records))
 
 
 def run_watcher(settings: Settings) -> None:
