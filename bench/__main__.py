@@ -50,6 +50,14 @@ def parse(argv: list[str] | None) -> BenchSettings:
         help="Celery pool of both workers (default: prefork; threads: one process each)",
     )
     parser.add_argument(
+        "--shared-workers",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K identical workers consuming both queues, launch concurrency split among them "
+        "(default: 0, a launch worker and a status worker)",
+    )
+    parser.add_argument(
         "--poll-threads",
         type=int,
         default=16,
@@ -108,6 +116,7 @@ def parse(argv: list[str] | None) -> BenchSettings:
         launch_concurrency=args.launch_concurrency,
         status_concurrency=args.status_concurrency,
         pool=args.pool,
+        shared_workers=args.shared_workers,
         poll_threads=args.poll_threads,
         idle_s=args.idle,
         timeout_s=args.timeout,

@@ -55,6 +55,10 @@ class BenchSettings:
     """Processes (prefork) or threads (threads pool) of the status worker."""
     pool: str = "prefork"
     """Celery pool of both workers: `prefork`, or `threads` (one process each)."""
+    shared_workers: int = 0
+    """0: a launch worker and a status worker. K: K identical workers that each consume
+    both queues with `launch_concurrency / K` of the concurrency (the lease picks which one
+    holds the watch when it is embedded)."""
     poll_interval_s: float = 2.0
     """The baseline's GET interval per Job (the seed's WaitForCompletion)."""
     poll_threads: int = 16
@@ -192,40 +196,7 @@ def jobferry_phase(
         KUBECONFIG=str(kubeconfig),
     )
     env.update(settings.worker_env)
-    quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING"]
-    processes = [
-        JobferryProcess(
-            "launch-worker",
-            [
-                "worker",
-                "-Q",
-                "jobferry.launch",
-                "-c",
-                str(settings.launch_concurrency),
-                "-P",
-                settings.pool,
-                *quiet,
-            ],
-            env,
-            work / "logs" / "launch-worker.log",
-        ),
-        JobferryProcess(
-            "status-worker",
-            [
-                "worker",
-                "-Q",
-                "jobferry.status",
-                "-c",
-                str(settings.status_concurrency),
-                "-P",
-                settings.pool,
-                *quiet,
-                *(["--watch"] if settings.watcher == "embedded" else []),
-            ],
-            env,
-            work / "logs" / "status-worker.log",
-        ),
-    ]
+    processes = worker_processes(settings, env, work / "logs")
     watcher_process = settings.watcher == "on" or (
         settings.watcher == "auto" and watcher_available()
     )
@@ -239,7 +210,8 @@ def jobferry_phase(
     try:
         for process in processes:
             process.start()
-        wait_for_workers(client, processes[:2], 2)
+        workers = [p for p in processes if p.name != "watcher"]
+        wait_for_workers(client, workers, len(workers))
         time.sleep(3 if use_watcher else 0.5)
         sampler = RssSampler({p.name: p.process.pid for p in processes if p.process}).start()
         before = bench_cluster.scrape(cluster)
@@ -302,6 +274,40 @@ def jobferry_phase(
         for process in processes:
             process.stop()
         redis_server.stop()
+
+
+def worker_processes(
+    settings: BenchSettings, env: dict[str, str], logs: Path
+) -> list[JobferryProcess]:
+    """The `jobferry worker` processes of a run: split by queue, or shared (see BenchSettings)."""
+    quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING"]
+    watch = ["--watch"] if settings.watcher == "embedded" else []
+    pool = ["-P", settings.pool]
+    if settings.shared_workers:
+        concurrency = max(1, settings.launch_concurrency // settings.shared_workers)
+        queues = "jobferry.launch,jobferry.status"
+        return [
+            JobferryProcess(
+                f"worker-{i}",
+                ["worker", "-Q", queues, "-c", str(concurrency), *pool, *quiet, *watch],
+                env,
+                logs / f"worker-{i}.log",
+            )
+            for i in range(1, settings.shared_workers + 1)
+        ]
+    launch = ["-Q", "jobferry.launch", "-c", str(settings.launch_concurrency)]
+    status = ["-Q", "jobferry.status", "-c", str(settings.status_concurrency)]
+    return [
+        JobferryProcess(
+            "launch-worker", ["worker", *launch, *pool, *quiet], env, logs / "launch-worker.log"
+        ),
+        JobferryProcess(
+            "status-worker",
+            ["worker", *status, *pool, *quiet, *watch],
+            env,
+            logs / "status-worker.log",
+        ),
+    ]
 
 
 def baseline_phase(
@@ -563,6 +569,7 @@ def summarise(
             "launch_concurrency": settings.launch_concurrency,
             "status_concurrency": settings.status_concurrency,
             "pool": settings.pool,
+            "shared_workers": settings.shared_workers,
             "poll_interval_s": settings.poll_interval_s,
             "poll_threads": settings.poll_threads,
             "worker_env": settings.worker_env,
