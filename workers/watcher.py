@@ -500,11 +500,16 @@ def make_watcher(settings: Settings) -> Watcher:
     )
     backend = KubernetesBackend.from_settings(settings, dict(os.environ), budget)
     records = RecordStore(client, settings.outcome_ttl_seconds, settings.app_label)
+    return Watcher(settings, client, backend, Waker(waker_celery(settings), client, records))
+
+
+def waker_celery(settings: Settings) -> Celery:
+    """The Celery app the wake-ups are sent with."""
     celery = make_celery(settings)
     # A wake-up is received within milliseconds: a `task-sent` event (one more Redis round
     # trip in the watch thread, per Job that ends) would tell Flower nothing.
     celery.conf.task_send_sent_event = False
-    return Watcher(settings, client, backend, Waker(celery, client, records))
+    return celery
 
 
 def run_watcher(settings: Settings) -> None:
