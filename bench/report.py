@@ -194,7 +194,7 @@ def _fmt(value: Any) -> str:
 
 def _watcher(mode: str | bool) -> str:
     """How the watch ran; runs before `--watcher embedded` existed recorded a bool."""
-    names = {"process": "`jobferry watcher` process", "embedded": "in the status worker"}
+    names = {"process": "`jobferry watcher` process", "embedded": "in a worker (`--watch`)"}
     if isinstance(mode, bool):
         mode = "process" if mode else "none"
     return names.get(mode, "none")

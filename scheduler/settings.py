@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     """A namespace's watch lease; a dead watcher's namespaces move to another after it, seconds."""
 
     watch_check_interval_seconds: float = Field(default=300.0, gt=0)
-    """Delay between status checks while the watcher's cache is fresh (it wakes them), seconds."""
+    """Seconds between status checks while the watcher's cache is fresh, less up to 20 % jitter."""
 
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
     """How often beat runs the reconciler (`jobferry.reconcile`), seconds."""
