@@ -29,6 +29,10 @@ log = logging.getLogger("jobferry")
 settings = load_settings()
 app = make_celery(settings)
 app.conf.include = ["workers.tasks", "workers.reconcile"]
+# What workers publish (a launch's chained first check, retries) is received by a worker
+# within milliseconds, countdown or not, so Flower learns nothing from a `task-sent` event,
+# which costs a Redis round trip each. Producers still send one for every launch.
+app.conf.task_send_sent_event = False
 # `celery -A workers.app beat` runs RedBeat too, with the schedules of JOBFERRY_SCHEDULES_FILE.
 app.conf.update(beat_config(settings))
 # A normal beat entry: any beat (celery beat, or RedBeat's single locked one) runs it.
