@@ -155,7 +155,10 @@ def _retry(
     exc: Exception | None = None,
 ) -> NoReturn:
     """Come back after `countdown` s; the next attempt's span is a sibling, not a child."""
-    with telemetry.under_workflow_trace(ctx.records.trace_carrier(workflow_id)):
+    carrier = telemetry.workflow_carrier()
+    if carrier is None:
+        carrier = ctx.records.trace_carrier(workflow_id)
+    with telemetry.under_workflow_trace(carrier):
         if exc is None:
             raise task.retry(countdown=countdown)
         raise task.retry(countdown=countdown) from exc
@@ -384,7 +387,7 @@ def _unfinished(ctx: WorkerContext, workflow_id: str) -> Loaded | None:
     loaded = ctx.records.load(workflow_id)
     if loaded is None or loaded.status.outcome is not None:
         return None
-    telemetry.enter_workflow(loaded.status, loaded.request)
+    telemetry.enter_workflow(loaded.status, loaded.request, loaded.trace_carrier)
     return loaded
 
 

@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import redis
@@ -116,6 +116,8 @@ STATUS_CHECK_LAG_SECONDS = Histogram(
 class _Workflow:
     attributes: dict[str, str]
     secrets: list[str] = field(default_factory=list)
+    carrier: dict[str, str] = field(default_factory=dict)
+    """The workflow's trace context as its record holds it."""
 
 
 # The workflow the running task works on: Kubernetes API spans take its attributes.
@@ -137,13 +139,22 @@ def stop_worker_process() -> None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-def enter_workflow(record: WorkflowStatus, request: WorkflowRequest) -> None:
-    """Tag the running task's span with the workflow, and remember it for API call spans."""
+def enter_workflow(
+    record: WorkflowStatus, request: WorkflowRequest, carrier: Mapping[str, str]
+) -> None:
+    """Tag the running task's span with the workflow, and remember it for API call spans and
+    for a retry (`carrier`: the trace context its record holds)."""
     attributes = workflow_attributes(
         record.workflow_id, record.namespace, request.image, record.job_name
     )
     trace.get_current_span().set_attributes(attributes)
-    _current.set(_Workflow(attributes, request.secret_values()))
+    _current.set(_Workflow(attributes, request.secret_values(), dict(carrier)))
+
+
+def workflow_carrier() -> dict[str, str] | None:
+    """The trace context of the workflow the running task entered; None when it entered none."""
+    workflow = _current.get()
+    return None if workflow is None else workflow.carrier
 
 
 def leave_workflow() -> None:
@@ -221,7 +232,10 @@ def trace_env() -> dict[str, str]:
 def keep_trace(records: RecordStore, record: WorkflowStatus) -> None:
     """A workflow from an untraced producer (its record has no trace context): its launch span
     becomes the checks' root. A context written meanwhile is kept (HSETNX)."""
-    records.keep_trace(record.workflow_id, current_carrier())
+    carrier = current_carrier()
+    records.keep_trace(record.workflow_id, carrier)
+    if (workflow := _current.get()) is not None and carrier.get("traceparent"):
+        _current.set(replace(workflow, carrier=carrier))
 
 
 def workflow_submitted() -> None:
