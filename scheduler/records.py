@@ -53,6 +53,21 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 
+# A launch starts: returns the record as it was (HGETALL) and, when it is queued (or launching:
+# a launch delivered again) with no outcome, moves it to launching with detail ARGV[1] followed
+# by the Job's name, updated at ARGV[2]. One round trip where a read and a write were two.
+_BEGIN_LAUNCH = """
+local raw = redis.call('HGETALL', KEYS[1])
+local fields = {}
+for i = 1, #raw, 2 do fields[raw[i]] = raw[i + 1] end
+local state = fields['state']
+if (state == 'queued' or state == 'launching') and not fields['outcome'] then
+  local detail = ARGV[1] .. (fields['job_name'] or '')
+  redis.call('HSET', KEYS[1], 'state', 'launching', 'detail', detail, 'updated_at', ARGV[2])
+end
+return raw
+"""
+
 # Stores the outcome unless one is stored; returns the outcome that is stored now.
 _FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
@@ -116,6 +131,7 @@ class RecordStore:
         self._create = _Script(client, _CREATE)
         self._update = _Script(client, _UPDATE)
         self._finish = _Script(client, _FINISH)
+        self._begin_launch = _Script(client, _BEGIN_LAUNCH)
         self._keep_trace = _Script(client, _KEEP_TRACE)
         self._checked = _Script(client, _CHECKED)
         self._claim_resend = _Script(client, _CLAIM_RESEND)
@@ -165,14 +181,20 @@ class RecordStore:
 
     def load(self, workflow_id: str) -> Loaded | None:
         """Everything a task works from, in one read: status, request and trace context."""
-        raw = self._hash(workflow_id)
-        if not raw:
-            return None
-        return Loaded(
-            _status(workflow_id, raw),
-            WorkflowRequest.model_validate_json(raw["request"]),
-            {name: raw[name] for name in TRACE_FIELDS if raw.get(name)},
+        return _loaded(workflow_id, self._hash(workflow_id))
+
+    def begin_launch(self, workflow_id: str) -> Loaded | None:
+        """`load`, and in the same round trip a queued workflow (or one a launch is already
+        creating) becomes `launching`, "creating Job <name>". The record returned is the one
+        read before that: its state says whether the launch moved it."""
+        flat = cast(
+            list[Any],
+            self._begin_launch(
+                keys=[self.key(workflow_id)], args=["creating Job ", utcnow().isoformat()]
+            ),
         )
+        raw = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return _loaded(workflow_id, raw)
 
     def set_state(
         self, workflow_id: str, state: WorkflowState, detail: str, *, keep_if_there: bool = False
@@ -298,6 +320,16 @@ class Loaded(NamedTuple):
     request: WorkflowRequest
     trace_carrier: dict[str, str]
     """The submit span's W3C context; {} when the producer was not traced."""
+
+
+def _loaded(workflow_id: str, raw: dict[str, str]) -> Loaded | None:
+    if not raw:
+        return None
+    return Loaded(
+        _status(workflow_id, raw),
+        WorkflowRequest.model_validate_json(raw["request"]),
+        {name: raw[name] for name in TRACE_FIELDS if raw.get(name)},
+    )
 
 
 def _status(workflow_id: str, raw: dict[str, str]) -> WorkflowStatus:

@@ -54,7 +54,7 @@ def backoff(attempt: int, base: float, cap: float, hint: float | None = None) ->
 def launch(self: Task[Any, Any], workflow_id: str) -> str:
     """Create the workflow's Job (or adopt it), then hand over to the status check."""
     ctx = context()
-    loaded = _unfinished(ctx, workflow_id)
+    loaded = _unfinished(ctx, workflow_id, launching=True)
     if loaded is None:
         return workflow_id
     record, request, carrier = loaded
@@ -83,7 +83,9 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
             "worker could launch it; add launch workers or raise deadline_seconds",
         )
         return workflow_id
-    _transition(ctx, record, WorkflowState.LAUNCHING, f"creating Job {record.job_name}")
+    if record.state in (WorkflowState.QUEUED, WorkflowState.LAUNCHING):
+        # Written by begin_launch already.
+        _log_transition(record, WorkflowState.LAUNCHING, f"creating Job {record.job_name}")
     try:
         ref = ctx.backend.create(request, record.job_name, telemetry.trace_env())
     # Retrying cannot fix RBAC, a missing namespace or an invalid manifest: end it now.
@@ -382,9 +384,12 @@ def _cancelled(
     )
 
 
-def _unfinished(ctx: WorkerContext, workflow_id: str) -> Loaded | None:
-    """The record of a workflow still to be worked on (one read); None when it has ended."""
-    loaded = ctx.records.load(workflow_id)
+def _unfinished(ctx: WorkerContext, workflow_id: str, launching: bool = False) -> Loaded | None:
+    """The record of a workflow still to be worked on (one read); None when it has ended.
+
+    With `launching`, the same round trip moves a queued workflow to `launching`.
+    """
+    loaded = ctx.records.begin_launch(workflow_id) if launching else ctx.records.load(workflow_id)
     if loaded is None or loaded.status.outcome is not None:
         return None
     telemetry.enter_workflow(loaded.status, loaded.request, loaded.trace_carrier)
@@ -467,20 +472,24 @@ def _transition(
 ) -> bool:
     changed = ctx.records.set_state(record.workflow_id, state, detail, keep_if_there=keep_if_there)
     if changed:
-        log.info(
-            "workflow %s: %s (%s), Job %s",
-            record.workflow_id,
-            state.value,
-            detail,
-            record.job_name,
-            extra={
-                "workflow_id": record.workflow_id,
-                "job_name": record.job_name,
-                "state": state.value,
-                "detail": detail,
-            },
-        )
+        _log_transition(record, state, detail)
     return changed
+
+
+def _log_transition(record: WorkflowStatus, state: WorkflowState, detail: str) -> None:
+    log.info(
+        "workflow %s: %s (%s), Job %s",
+        record.workflow_id,
+        state.value,
+        detail,
+        record.job_name,
+        extra={
+            "workflow_id": record.workflow_id,
+            "job_name": record.job_name,
+            "state": state.value,
+            "detail": detail,
+        },
+    )
 
 
 def _logs(ctx: WorkerContext, ref: JobRef, status: JobStatus) -> str:

@@ -111,3 +111,31 @@ def test_a_launch_keeps_the_running_detail_the_watcher_wrote_first(
     assert status is not None and status.detail == launched
     store.finish(outcome(OutcomeState.CANCELLED, "Cancelled"))
     assert not store.set_state("wf-1", WorkflowState.RUNNING, launched, keep_if_there=True)
+
+
+def test_a_launch_reads_the_record_and_marks_it_launching_at_once(
+    redis_client: redis.Redis,
+) -> None:
+    store = RecordStore(redis_client, 3600, "jobferry")
+    assert store.begin_launch("wf-1") is None
+    store.create(REQUEST)
+    loaded = store.begin_launch("wf-1")
+    # What the launch works from is the record as it was; the record itself moved on.
+    assert loaded is not None and loaded.status.state is WorkflowState.QUEUED
+    assert loaded.request == REQUEST
+    status = store.get("wf-1")
+    assert status is not None and status.state is WorkflowState.LAUNCHING
+    assert status.detail == f"creating Job {status.job_name}"
+    # A launch delivered again finds it launching, and leaves a running workflow running.
+    again = store.begin_launch("wf-1")
+    assert again is not None and again.status.state is WorkflowState.LAUNCHING
+    assert store.set_state("wf-1", WorkflowState.RUNNING, "pod running (attempt 1)")
+    assert store.begin_launch("wf-1") is not None
+    status = store.get("wf-1")
+    assert status is not None and status.state is WorkflowState.RUNNING
+    assert status.detail == "pod running (attempt 1)"
+    # After the end nothing changes.
+    store.finish(outcome(OutcomeState.CANCELLED, "Cancelled"))
+    assert store.begin_launch("wf-1") is not None
+    status = store.get("wf-1")
+    assert status is not None and status.state.value == "finished"
