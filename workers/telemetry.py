@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis
@@ -231,11 +231,9 @@ def trace_env() -> dict[str, str]:
 
 def keep_trace(records: RecordStore, record: WorkflowStatus) -> None:
     """A workflow from an untraced producer (its record has no trace context): its launch span
-    becomes the checks' root. A context written meanwhile is kept (HSETNX)."""
-    carrier = current_carrier()
-    records.keep_trace(record.workflow_id, carrier)
-    if (workflow := _current.get()) is not None and carrier.get("traceparent"):
-        _current.set(replace(workflow, carrier=carrier))
+    becomes the checks' root. A context written meanwhile is kept (HSETNX). The launch's own
+    retries need nothing: published from inside the launch span, they are its children anyway."""
+    records.keep_trace(record.workflow_id, current_carrier())
 
 
 def workflow_submitted() -> None:
