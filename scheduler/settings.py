@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     """Cap of the retry delay after temporary API errors, seconds."""
 
     status_interval_seconds: float = Field(default=2.0, gt=0)
-    """First delay between status checks of a running Job, seconds."""
+    """Delay from a launch to its first status check, and the first between checks, seconds."""
 
     status_interval_max_seconds: float = Field(default=30.0, gt=0)
     """Cap of the delay between status checks, seconds (grows by 1.5x per check)."""

@@ -133,20 +133,24 @@ def launch(self: Task[Any, Any], workflow_id: str) -> str:
 
 
 def _defer_first_check(task: Task[Any, Any], ctx: WorkerContext, record: WorkflowStatus) -> None:
-    """With the watcher's cache fresh, start the chained check loop at its long interval.
+    """Start the chained check loop one interval from now, not at once.
 
-    The watcher wakes a check when the Job ends or its pod gets stuck, so a first look at a
-    Job created milliseconds ago finds nothing and costs a task, a retry and a message per
-    workflow right when a burst of launches needs the CPU. Celery publishes the chain's next
-    step from `request.chain` after this task returns (celery/app/trace.py), options included;
-    a redelivered launch that Celery skips as done sends it from the message, undeferred.
+    A first look at a Job created milliseconds ago finds nothing and costs a task, two API
+    calls and a retry per workflow right when a burst of launches needs the CPU and the API
+    budget. With the watcher's cache fresh the interval is the long one (the watcher wakes
+    the check when the Job ends or its pod gets stuck); without it, `status_interval_seconds`
+    (the seed's WaitForCompletion also looks first one poll interval after creating).
+    Celery publishes the chain's next step from `request.chain` after this task returns
+    (celery/app/trace.py), options included; a redelivered launch that Celery skips as done
+    sends it from the message, undeferred.
     """
     chain = task.request.chain
-    if not chain or ctx.cache is None or not ctx.cache.fresh(record.namespace):
+    if not chain:
         return
     step = chain[-1]
     if isinstance(step, dict) and step.get("task") == CHECK_TASK:
-        step.setdefault("options", {})["countdown"] = _interval(ctx, 0, record, cached=True)
+        cached = ctx.cache is not None and ctx.cache.fresh(record.namespace)
+        step.setdefault("options", {})["countdown"] = _interval(ctx, 0, record, cached=cached)
 
 
 def _retry(

@@ -8,13 +8,17 @@ controllers are exercised by the end-to-end suite (tests/e2e) against a real con
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scheduler import OutcomeState, WorkflowRequest
+import pytest
+
+from scheduler import OutcomeState, WorkflowRequest, WorkflowState
 from scheduler.celeryconfig import LAUNCH_TASK
 from scheduler.naming import job_name
-from tests.integration.conftest import Pipeline, created_job, terminated
+from tests.integration.conftest import Pipeline, created_job, make_pipeline, serve, terminated
 from tests.kube_emulator import KubeEmulator
 from tests.services import wait_for
 
@@ -324,3 +328,41 @@ def test_a_forbidden_delete_is_said_in_the_outcome(
     assert "the Job could NOT be deleted (Forbidden)" in outcome.message
     assert "may not delete jobs" in outcome.message
     assert kube_emulator.get_job(NS, name) is not None
+
+
+@pytest.fixture
+def slow_checks(
+    redis_url: str,
+    kube_emulator_kubeconfig: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Pipeline]:
+    """`kube_pipeline` with the seed's 5 s poll interval instead of the tests' 0.3 s."""
+    pipeline = make_pipeline(
+        redis_url,
+        tmp_path / "logs",
+        {
+            "JOBFERRY_BACKEND": "kubernetes",
+            "JOBFERRY_STATUS_INTERVAL_SECONDS": "5",
+            "JOBFERRY_STATUS_INTERVAL_MAX_SECONDS": "5",
+        },
+    )
+    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
+    yield from serve(pipeline, request)
+
+
+def test_the_first_look_waits_one_status_interval(
+    slow_checks: Pipeline, kube_emulator: KubeEmulator
+) -> None:
+    # A Job created milliseconds ago has nothing to show: looking at once cost a task and a
+    # GET per workflow in the middle of a burst of launches. Without the watcher's cache the
+    # chained check waits `status_interval_seconds` after the launch, as the seed's
+    # WaitForCompletion waits one poll interval.
+    handle = slow_checks.client.submit(request("patient"))
+    name = created_job(kube_emulator, "patient")["metadata"]["name"]
+    wait_for("the launch to end", lambda: handle.status().state is WorkflowState.RUNNING)
+    time.sleep(2)
+    assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") == 0
+    kube_emulator.mark_job_succeeded(NS, name)
+    assert handle.wait(timeout=30).state is OutcomeState.SUCCEEDED
+    assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") >= 1
