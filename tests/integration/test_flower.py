@@ -105,8 +105,11 @@ def test_flower_shows_the_outcome_behind_auth_and_counts_tasks(
     task_id = outcome_task_id("flower-1")
     auth = (USER, PASSWORD)
     wait_for(
-        "Flower to see the outcome task succeed",
-        lambda: '"state": "SUCCESS"' in get(f"{flower_url}/api/task/info/{task_id}", auth)[1],
+        "Flower to see the outcome task succeed with the outcome",
+        lambda: all(
+            text in get(f"{flower_url}/api/task/info/{task_id}", auth)[1]
+            for text in ('"state": "SUCCESS"', "shown-in-flower")
+        ),
         timeout=60,
         interval=0.5,
     )

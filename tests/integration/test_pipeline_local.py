@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from subprocess import CompletedProcess
 
+import redis
+
 from scheduler import OutcomeState, WorkflowRequest, WorkflowState
 from scheduler.celeryconfig import outcome_task_id
 from tests.integration.conftest import Pipeline
@@ -65,6 +67,29 @@ def test_success_failure_and_deadline(local_pipeline: Pipeline) -> None:
     # The outcome is also the Celery result of the final status check, by workflow id.
     result = client.celery.AsyncResult(outcome_task_id("ok"))
     assert result.get(timeout=10)["state"] == "succeeded"
+
+
+def test_the_check_loop_stores_only_the_outcome(local_pipeline: Pipeline) -> None:
+    # Each look at a running Job sends the next one and stores nothing: no RETRY state and
+    # no traceback per look. The look that ends the workflow stores the outcome.
+    client = local_pipeline.client
+    handle = client.submit(
+        WorkflowRequest(workflow_id="looked-at", image="local", command=["sleep", "5"])
+    )
+    store = redis.Redis.from_url(client.settings.redis_url)
+    key = "jobferry:workflow:looked-at"
+    looks: set[bytes] = set()
+
+    def looked_three_times() -> bool:
+        looks.add(store.hget(key, "last_checked") or b"")
+        return handle.status().state is WorkflowState.RUNNING and len(looks) >= 4
+
+    wait_for("three looks at the running Job", looked_three_times, timeout=30, interval=0.05)
+    result = client.celery.AsyncResult(outcome_task_id("looked-at"))
+    assert result.state == "PENDING"
+    assert handle.wait(timeout=60).state is OutcomeState.SUCCEEDED
+    assert result.get(timeout=10)["state"] == "succeeded"
+    store.close()
 
 
 def test_resubmitting_the_same_request_runs_it_once(local_pipeline: Pipeline) -> None:
