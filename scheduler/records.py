@@ -55,9 +55,12 @@ return 1
 
 # A launch starts: returns the record as it was (HGETALL) and, when it is queued (or launching:
 # a launch delivered again) with no outcome, moves it to launching with detail ARGV[1] followed
-# by the Job's name, updated at ARGV[2]. One round trip where a read and a write were two.
+# by the Job's name, updated at ARGV[2]. The trace context pairs from ARGV[3] on are stored
+# unless the record has its own (HSETNX: a workflow from an untraced producer takes the
+# launch's). One round trip where a read and two writes were three.
 _BEGIN_LAUNCH = """
 local raw = redis.call('HGETALL', KEYS[1])
+if #raw == 0 then return raw end
 local fields = {}
 for i = 1, #raw, 2 do fields[raw[i]] = raw[i + 1] end
 local state = fields['state']
@@ -65,6 +68,7 @@ if (state == 'queued' or state == 'launching') and not fields['outcome'] then
   local detail = ARGV[1] .. (fields['job_name'] or '')
   redis.call('HSET', KEYS[1], 'state', 'launching', 'detail', detail, 'updated_at', ARGV[2])
 end
+for i = 3, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return raw
 """
 
@@ -81,12 +85,6 @@ return ARGV[1]
 """
 
 # Adds the trace context fields a record lacks, unless the record is gone.
-_KEEP_TRACE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
-"""
-
 # The W3C trace context fields a record may carry (see scheduler/tracing.py).
 TRACE_FIELDS = ("traceparent", "tracestate")
 
@@ -132,7 +130,6 @@ class RecordStore:
         self._update = _Script(client, _UPDATE)
         self._finish = _Script(client, _FINISH)
         self._begin_launch = _Script(client, _BEGIN_LAUNCH)
-        self._keep_trace = _Script(client, _KEEP_TRACE)
         self._checked = _Script(client, _CHECKED)
         self._claim_resend = _Script(client, _CLAIM_RESEND)
 
@@ -183,14 +180,19 @@ class RecordStore:
         """Everything a task works from, in one read: status, request and trace context."""
         return _loaded(workflow_id, self._hash(workflow_id))
 
-    def begin_launch(self, workflow_id: str) -> Loaded | None:
+    def begin_launch(
+        self, workflow_id: str, carrier: Mapping[str, str] | None = None
+    ) -> Loaded | None:
         """`load`, and in the same round trip a queued workflow (or one a launch is already
-        creating) becomes `launching`, "creating Job <name>". The record returned is the one
-        read before that: its state says whether the launch moved it."""
+        creating) becomes `launching`, "creating Job <name>", and a record without a trace
+        context takes `carrier` (the launch's). The record returned is the one read before
+        that: its state says whether the launch moved it."""
+        trace = _flatten(_trace_fields(carrier))
         flat = cast(
             list[Any],
             self._begin_launch(
-                keys=[self.key(workflow_id)], args=["creating Job ", utcnow().isoformat()]
+                keys=[self.key(workflow_id)],
+                args=["creating Job ", utcnow().isoformat(), *trace],
             ),
         )
         raw = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
@@ -243,12 +245,6 @@ class RecordStore:
         """The W3C trace context stored with the workflow; {} when it has none."""
         values = cast(list[Any], self._redis.hmget(self.key(workflow_id), list(TRACE_FIELDS)))
         return {name: _text(v) for name, v in zip(TRACE_FIELDS, values, strict=True) if v}
-
-    def keep_trace(self, workflow_id: str, carrier: Mapping[str, str]) -> None:
-        """Store a trace context for a workflow submitted without one (an untraced producer)."""
-        fields = _trace_fields(carrier)
-        if fields:
-            self._keep_trace(keys=[self.key(workflow_id)], args=_flatten(fields))
 
     def inflight_count(self) -> int:
         """How many workflows have not finished."""

@@ -22,6 +22,7 @@ from celery.exceptions import Ignore
 from scheduler.celeryconfig import CANCEL_TASK, CHECK_TASK, LAUNCH_TASK, outcome_task_id
 from scheduler.models import OutcomeState, WorkflowRequest, WorkflowState, WorkflowStatus
 from scheduler.records import Loaded
+from scheduler.tracing import current_carrier
 from workers import outcomes, telemetry
 from workers.app import WorkerContext, app, context
 from workers.backends.base import (
@@ -48,21 +49,20 @@ def backoff(attempt: int, base: float, cap: float, hint: float | None = None) ->
     return max(delay, hint or 0.0)
 
 
-# No STARTED state is stored for a launch (one Redis write fewer per launch). Its result is
-# kept: a redelivered launch that already succeeded is skipped by
-# worker_deduplicate_successful_tasks only when the result backend knows it.
-@app.task(bind=True, name=LAUNCH_TASK, max_retries=None, track_started=False)
+# A launch stores no state in the result backend, STARTED or SUCCESS (each is a GET and a SET,
+# four round trips per launch). Nobody reads it: the workflow's record says where it is, and a
+# redelivered launch finds its Job (409) and adopts it instead of being skipped as done by
+# worker_deduplicate_successful_tasks. Its return value still goes to the chained check.
+@app.task(bind=True, name=LAUNCH_TASK, max_retries=None, track_started=False, ignore_result=True)
 def launch(self: Task[Any, Any], workflow_id: str) -> str:
     """Create the workflow's Job (or adopt it), then hand over to the status check."""
     ctx = context()
     loaded = _unfinished(ctx, workflow_id, launching=True)
     if loaded is None:
         return workflow_id
-    record, request, carrier = loaded
+    record, request, _ = loaded
     if record.state is WorkflowState.QUEUED:
         telemetry.workflow_submitted()
-    if not carrier:
-        telemetry.keep_trace(ctx.records, record)
     if record.cancel_requested:
         _finish(
             ctx,
@@ -137,13 +137,12 @@ def _defer_first_check(task: Task[Any, Any], ctx: WorkerContext, record: Workflo
     """Start the chained check loop one interval from now, not at once.
 
     A first look at a Job created milliseconds ago finds nothing and costs a task, two API
-    calls and a retry per workflow right when a burst of launches needs the CPU and the API
+    calls and a requeue per workflow right when a burst of launches needs the CPU and the API
     budget. With the watcher's cache fresh the interval is the long one (the watcher wakes
     the check when the Job ends or its pod gets stuck); without it, `status_interval_seconds`
     (the seed's WaitForCompletion also looks first one poll interval after creating).
     Celery publishes the chain's next step from `request.chain` after this task returns
-    (celery/app/trace.py), options included; a redelivered launch that Celery skips as done
-    sends it from the message, undeferred.
+    (celery/app/trace.py), options included.
     """
     chain = task.request.chain
     if not chain:
@@ -416,9 +415,15 @@ def _cancelled(
 def _unfinished(ctx: WorkerContext, workflow_id: str, launching: bool = False) -> Loaded | None:
     """The record of a workflow still to be worked on (one read); None when it has ended.
 
-    With `launching`, the same round trip moves a queued workflow to `launching`.
+    With `launching`, the same round trip moves a queued workflow to `launching`, and a
+    workflow from an untraced producer (its record has no trace context) takes the launch
+    span's: it becomes the checks' root. The launch's own retries need nothing: published from
+    inside the launch span, they are its children anyway.
     """
-    loaded = ctx.records.begin_launch(workflow_id) if launching else ctx.records.load(workflow_id)
+    if launching:
+        loaded = ctx.records.begin_launch(workflow_id, current_carrier())
+    else:
+        loaded = ctx.records.load(workflow_id)
     if loaded is None or loaded.status.outcome is not None:
         return None
     telemetry.enter_workflow(loaded.status, loaded.request, loaded.trace_carrier)

@@ -229,13 +229,6 @@ def trace_env() -> dict[str, str]:
     return {"TRACEPARENT": traceparent} if traceparent else {}
 
 
-def keep_trace(records: RecordStore, record: WorkflowStatus) -> None:
-    """A workflow from an untraced producer (its record has no trace context): its launch span
-    becomes the checks' root. A context written meanwhile is kept (HSETNX). The launch's own
-    retries need nothing: published from inside the launch span, they are its children anyway."""
-    records.keep_trace(record.workflow_id, current_carrier())
-
-
 def workflow_submitted() -> None:
     WORKFLOWS_SUBMITTED.inc()
 

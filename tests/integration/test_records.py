@@ -139,3 +139,24 @@ def test_a_launch_reads_the_record_and_marks_it_launching_at_once(
     assert store.begin_launch("wf-1") is not None
     status = store.get("wf-1")
     assert status is not None and status.state.value == "finished"
+
+
+def test_a_launch_gives_an_untraced_workflow_its_trace_context(
+    redis_client: redis.Redis,
+) -> None:
+    store = RecordStore(redis_client, 3600, "jobferry")
+    launch = {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    # No record: nothing is written.
+    assert store.begin_launch("wf-1", launch) is None
+    assert not redis_client.exists(store.key("wf-1"))
+    # Submitted without a trace context: the launch's becomes the workflow's.
+    store.create(REQUEST)
+    loaded = store.begin_launch("wf-1", launch)
+    assert loaded is not None and loaded.trace_carrier == {}
+    assert store.trace_carrier("wf-1") == launch
+    # Submitted with one: it stays.
+    producer = {"traceparent": "00-" + "c" * 32 + "-" + "d" * 16 + "-01"}
+    other = REQUEST.model_copy(update={"workflow_id": "wf-2"})
+    store.create(other, trace_carrier=producer)
+    store.begin_launch("wf-2", launch)
+    assert store.trace_carrier("wf-2") == producer
