@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,3 +102,82 @@ class RssSampler:
             total += tree
         self.peak_total_mb = max(self.peak_total_mb, total)
         self.peak_total_pss_mb = max(self.peak_total_pss_mb, total_pss)
+
+
+# The control plane's binaries.
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+@dataclass
+class CpuSampler:
+    """CPU seconds spent by each part of the machine, sampled every `interval` seconds in a
+    thread, so that a window of a phase (the Jobs' creation) can be read afterwards.
+
+    On a machine shared by the client and the control plane a create throughput is a CPU
+    budget split between them: this says who spent it.
+    """
+
+    roots: dict[str, int]
+    """Name -> pid of a process whose children count as its own (a worker's pool)."""
+    alone: dict[str, int] = field(default_factory=dict)
+    """Name -> pid of a process counted without its children (the benchmark itself, which
+    starts the workers and the control plane)."""
+    interval: float = 0.25
+    samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> CpuSampler:
+        self.sample()
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        spent: dict[str, float] = {}
+        for name, pid in self.roots.items():
+            spent[name] = _cpu_seconds(pid, children=True)
+        for name, pid in self.alone.items():
+            spent[name] = _cpu_seconds(pid, children=False)
+        # psutil gives the full name from the command line when the kernel's is cut short.
+        names = {name: binary for binary in CONTROL_PLANE for name in (binary, binary[:15])}
+        for proc in psutil.process_iter(["name", "cpu_times"]):
+            binary = names.get(proc.info["name"] or "")
+            times = proc.info["cpu_times"]
+            if binary is not None and times is not None:
+                spent[binary] = spent.get(binary, 0.0) + times.user + times.system
+        machine = psutil.cpu_times()
+        spent["machine (busy)"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        self.samples.append((time.time(), spent))
+
+    def window(self, began: float, ended: float) -> dict[str, float]:
+        """CPU seconds spent by each part between the samples nearest `began` and `ended`."""
+        if not self.samples:
+            return {}
+        first = min(self.samples, key=lambda s: abs(s[0] - began))
+        last = min(self.samples, key=lambda s: abs(s[0] - ended))
+        spent = {k: last[1][k] - first[1].get(k, 0.0) for k in last[1]}
+        return {"window_s": last[0] - first[0], **spent}
+
+
+def _cpu_seconds(pid: int, children: bool) -> float:
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)] if children else [root]
+    # Gone (stopped or crashed): it spends nothing more.
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        # A pool child exited between the listing and the read.
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total

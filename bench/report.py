@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .processes import CONTROL_PLANE
+
 GOALS: dict[str, tuple[str, float, str]] = {
     # key: (comparison, bound, what)
     "api_requests_per_workflow": ("<=", 4.0, "API requests per workflow (jobferry's own)"),
@@ -48,6 +50,15 @@ DEFINITIONS = {
     "create_throughput_ratio": (
         "N / (last Job seen created - first submit), jobferry over baseline; both timed by the "
         "same admin watch on Jobs"
+    ),
+    "create_cpu": (
+        "CPU seconds (user + system, from /proc via psutil, sampled every 0.25 s) spent from the "
+        "first submit (or create call) to the last Job seen created, per Job created: the "
+        "whole machine (ms_per_job; busy_cores is it over the window's length) and by process: "
+        "jobferry's workers and their children, Redis, the bench process (the producer and the "
+        "Job watch for jobferry; the raw client, its poller and the Job watch for the "
+        "baseline), each control-plane binary. The machine is shared: what the client spends "
+        "the API server cannot"
     ),
     "latency_s": (
         "outcome stored (the record's updated_at when the outcome was written) minus the moment "
@@ -119,6 +130,11 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         ("Jobs created per s, jobferry / raw client",
          lambda r: f"{_fmt(r['jobferry']['create_throughput_per_s'])} / "
          f"{_fmt(r['baseline']['create_throughput_per_s'])}"),
+        ("CPU per Job while creating, ms (whole machine), jobferry / raw client",
+         lambda r: _cpu(r, "ms_per_job")),
+        ("busy cores while creating, jobferry / raw client", lambda r: _cpu(r, "busy_cores")),
+        ("of which jobferry's workers (and watcher) / Redis / the bench process, ms per Job",
+         _cpu_shares),
         ("completion-to-outcome p50 / p99, s",
          lambda r: f"{_fmt(r['jobferry']['latency_s']['p50'])} / "
          f"{_fmt(r['jobferry']['latency_s']['p99'])}"),
@@ -182,6 +198,23 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _cpu(result: dict[str, Any], key: str) -> str:
+    """A create-window CPU figure of both phases; runs from before it was measured: n/a."""
+    jobferry, baseline = (
+        result[phase].get("create_cpu") or {} for phase in ("jobferry", "baseline")
+    )
+    return f"{_fmt(jobferry.get(key))} / {_fmt(baseline.get(key))}"
+
+
+def _cpu_shares(result: dict[str, Any]) -> str:
+    by_process = (result["jobferry"].get("create_cpu") or {}).get("ms_per_job_by_process")
+    if not by_process:
+        return "n/a"
+    others = {"redis", "bench", *CONTROL_PLANE}
+    workers = sum(v for k, v in by_process.items() if k not in others)
+    return " / ".join(_fmt(v) for v in (workers, by_process.get("redis"), by_process.get("bench")))
 
 
 def _fmt(value: Any) -> str:

@@ -38,7 +38,7 @@ from tests.services import ROOT
 
 from . import apimetrics, stats
 from . import cluster as bench_cluster
-from .processes import BenchError, JobferryProcess, Redis, RssSampler
+from .processes import BenchError, CpuSampler, JobferryProcess, Redis, RssSampler
 from .timeline import JobTimeline
 
 
@@ -207,13 +207,18 @@ def jobferry_phase(
         )
     timeline = JobTimeline(cluster.rest(), bench_cluster.JOBFERRY_NAMESPACE).start()
     client = Jobferry(Settings(redis_url=redis_server.url))
+    cpu = CpuSampler({}, {"bench": os.getpid()})
     try:
         for process in processes:
             process.start()
         workers = [p for p in processes if p.name != "watcher"]
         wait_for_workers(client, workers, len(workers))
         time.sleep(3 if use_watcher else 0.5)
-        sampler = RssSampler({p.name: p.process.pid for p in processes if p.process}).start()
+        pids = {p.name: p.process.pid for p in processes if p.process}
+        sampler = RssSampler(pids).start()
+        assert redis_server.process is not None
+        cpu.roots.update(pids, redis=redis_server.process.pid)
+        cpu.start()
         before = bench_cluster.scrape(cluster)
         offset = apimetrics.audit_offset(audit_log) if audit_log else 0
         phase = Phase(n, began=time.time())
@@ -255,7 +260,9 @@ def jobferry_phase(
         created = [t.created for t in timeline.jobs.values() if t.created is not None]
         phase.created_last = max(created) if created else None
         phase.in_flight_peak = timeline.in_flight_peak()
+        cpu.stop()
         phase.extra.update(
+            create_cpu=cpu.window(phase.began, phase.created_last or phase.ended),
             worker_rss_mb=round(sampler.peak_total_mb, 1),
             worker_pss_mb=round(sampler.peak_total_pss_mb, 1),
             worker_rss_by_process_mb={
@@ -269,6 +276,7 @@ def jobferry_phase(
         )
         return phase
     finally:
+        cpu.stop()
         timeline.stop()
         client.close()
         for process in processes:
@@ -344,6 +352,7 @@ def baseline_phase(
     threads = [
         threading.Thread(target=poller.work, daemon=True) for _ in range(settings.poll_threads)
     ]
+    cpu = CpuSampler({}, {"bench": os.getpid()}).start()
     before = bench_cluster.scrape(cluster)
     offset = apimetrics.audit_offset(audit_log) if audit_log else 0
     phase = Phase(n, began=time.time())
@@ -395,9 +404,14 @@ def baseline_phase(
         created = [t.created for t in timeline.jobs.values() if t.created is not None]
         phase.created_last = max(created) if created else None
         phase.in_flight_peak = timeline.in_flight_peak()
-        phase.extra.update(polls=poller.polls, watch_errors=timeline.errors[:5])
+        phase.extra.update(
+            polls=poller.polls,
+            watch_errors=timeline.errors[:5],
+            create_cpu=cpu.window(phase.began, phase.created_last or phase.ended),
+        )
         return phase
     finally:
+        cpu.stop()
         poller.stop()
         timeline.stop()
         api.close()
@@ -546,6 +560,7 @@ def summarise(
             "latency_s": latency,
             "latency_vs_completion_time_s": stats.summary(jf.latencies_vs_completion_time),
             "requests": jf_requests,
+            "create_cpu": cpu_section(jf.extra["create_cpu"], n),
             "worker_rss_by_tree_mb": jf.extra["worker_rss_by_tree_mb"],
             "worker_rss_by_process_mb": jf.extra["worker_rss_by_process_mb"],
             "redis": jf.extra["redis"],
@@ -561,6 +576,7 @@ def summarise(
             "polls": base.extra["polls"],
             "latency_s": stats.summary(base.latencies),
             "requests": base_requests,
+            "create_cpu": cpu_section(base.extra["create_cpu"], n),
             "watch_errors": base.extra["watch_errors"],
         },
         "idle": idle,
@@ -582,6 +598,21 @@ def summarise(
         },
         "run_s": round(seconds, 1),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def cpu_section(window: dict[str, float], n: int) -> dict[str, Any]:
+    """CPU spent while the Jobs were being created, per Job created, by process."""
+    seconds = window.get("window_s") or 0.0
+    spent = {k: v for k, v in window.items() if k != "window_s"}
+    busy = spent.pop("machine (busy)", 0.0)
+    return {
+        "window_s": round(seconds, 2),
+        "busy_cores": round(busy / seconds, 2) if seconds else None,
+        "ms_per_job": round(1000 * busy / n, 2),
+        "ms_per_job_by_process": {
+            k: round(1000 * v / n, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
+        },
     }
 
 

@@ -7,12 +7,16 @@ ServiceAccounts. The benchmark itself is not part of the suite (README, "Perform
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from bench import apimetrics
+from bench.processes import CpuSampler
 from bench.report import verdict
+from bench.run import cpu_section
 from bench.stats import percentile, summary
 
 DATA = Path(__file__).parent / "data"
@@ -105,3 +109,31 @@ def test_goal_verdicts() -> None:
     assert verdict("create_throughput_ratio", 0.79) == "MISS"
     assert verdict("worker_rss_mb", 500.0) == "MISS"
     assert verdict("latency_p95_s", None) == "n/a"
+
+
+def test_cpu_is_read_over_the_create_window_per_job() -> None:
+    sampler = CpuSampler({})
+    for at, spent in ((100.0, 1.0), (100.25, 1.5), (100.5, 2.0), (100.75, 2.1)):
+        sampler.samples.append((at, {"worker-1": spent, "machine (busy)": 2 * spent}))
+    # Nearest samples to the window's ends: 100.25 and 100.5.
+    window = sampler.window(began=100.3, ended=100.45)
+    assert window == {"window_s": 0.25, "worker-1": 0.5, "machine (busy)": 1.0}
+    section = cpu_section(window, 10)
+    assert section == {
+        "window_s": 0.25,
+        "busy_cores": 4.0,
+        "ms_per_job": 100.0,
+        "ms_per_job_by_process": {"worker-1": 50.0},
+    }
+
+
+def test_cpu_of_a_real_process_tree_grows_with_its_work() -> None:
+    sampler = CpuSampler({}, {"bench": os.getpid()})
+    sampler.sample()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    sampler.sample()
+    spent = sampler.window(sampler.samples[0][0], sampler.samples[-1][0])
+    assert spent["bench"] >= 0.25
+    assert spent["machine (busy)"] >= spent["bench"] - 0.05
