@@ -83,6 +83,12 @@ def parse(argv: list[str] | None) -> BenchSettings:
         "process, the status worker runs `jobferry worker --watch`)",
     )
     parser.add_argument(
+        "--split-cpus",
+        action="store_true",
+        help="the control plane on CPU 0, the bench, workers, Redis and the raw client on the "
+        "others, as on a cluster whose API server has its own nodes (default: all share)",
+    )
+    parser.add_argument(
         "--kubeconfig",
         type=Path,
         help="admin kubeconfig of an existing cluster (default: start one per N)",
@@ -121,6 +127,7 @@ def parse(argv: list[str] | None) -> BenchSettings:
         idle_s=args.idle,
         timeout_s=args.timeout,
         watcher=args.watcher,
+        split_cpus=args.split_cpus,
         kubeconfig=args.kubeconfig,
         audit_log=args.audit_log,
         out_dir=args.out,

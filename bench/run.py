@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from scheduler import Jobferry, Settings, WorkflowRequest
 from scheduler.naming import job_name
 from tests.k8senv.behaviours import BEHAVIOUR_LABEL, DURATION_ANNOTATION
@@ -38,7 +40,14 @@ from tests.services import ROOT
 
 from . import apimetrics, stats
 from . import cluster as bench_cluster
-from .processes import BenchError, CpuSampler, JobferryProcess, Redis, RssSampler
+from .processes import (
+    CONTROL_PLANE,
+    BenchError,
+    CpuSampler,
+    JobferryProcess,
+    Redis,
+    RssSampler,
+)
 from .timeline import JobTimeline
 
 
@@ -67,6 +76,10 @@ class BenchSettings:
     """Length of the idle window that measures the background request rate."""
     timeout_s: float = 3600.0
     """Give up a phase after this long."""
+    split_cpus: bool = False
+    """The control plane on CPU 0 and everything else (the bench, jobferry's workers, Redis,
+    the raw client) on the other CPUs, as on a cluster whose API server has nodes of its own;
+    False: every process may run on every CPU."""
     watcher: str = "auto"
     """auto: run `jobferry watcher` when the CLI has it; on; off; embedded: no watcher
     process, the status worker holds the watch (`jobferry worker --watch`)."""
@@ -109,7 +122,10 @@ def run_size(n: int, settings: BenchSettings, log: Any = print) -> dict[str, Any
     else:
         cluster = Cluster(settings.kubeconfig, work / "attach")
         audit_log = settings.audit_log
+    everywhere = psutil.Process().cpu_affinity()
     try:
+        if settings.split_cpus:
+            split_cpus(everywhere, log)
         started = time.time()
         worker_kc, baseline_kc = bench_cluster.prepare(cluster)
         idle = measure_idle(cluster, settings.idle_s, log)
@@ -120,10 +136,28 @@ def run_size(n: int, settings: BenchSettings, log: Any = print) -> dict[str, Any
         log(f"bench N={n}: {json.dumps(headline(result))}")
         return result
     finally:
+        # The next size's control plane is started from this process: it inherits this.
+        psutil.Process().cpu_affinity(everywhere)
         if plane is not None:
             plane.stop(keep=settings.keep)
         if not settings.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def split_cpus(cpus: list[int], log: Any) -> None:
+    """The control plane's processes on the first CPU; this process, and so every process
+    and thread it starts from now on (workers, Redis, the raw client's threads), on the rest."""
+    if len(cpus) < 2:
+        raise BenchError(f"--split-cpus needs 2 CPUs or more; this process may use {cpus}")
+    pinned = 0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in CONTROL_PLANE:
+            proc.cpu_affinity(cpus[:1])
+            pinned += 1
+    if pinned < len(CONTROL_PLANE):
+        raise BenchError(f"--split-cpus found {pinned} control-plane processes, not 5")
+    psutil.Process().cpu_affinity(cpus[1:])
+    log(f"  control plane on CPU {cpus[0]}; the bench and its processes on CPUs {cpus[1:]}")
 
 
 def measure_idle(cluster: Cluster, seconds: float, log: Any) -> dict[str, float]:
@@ -589,6 +623,7 @@ def summarise(
             "poll_interval_s": settings.poll_interval_s,
             "poll_threads": settings.poll_threads,
             "worker_env": settings.worker_env,
+            "split_cpus": settings.split_cpus,
         },
         "machine": {
             "cpus": os.cpu_count(),
