@@ -274,12 +274,18 @@ def test_invalid_from_the_api_server_is_rejected_with_its_message(
 
 def test_redelivered_launch_leaves_exactly_one_job(k8s_pipeline: Pipeline, e2e: E2E) -> None:
     handle = k8s_pipeline.client.submit(
-        workflow("e2e-twice", "succeed", annotations={"jobferry.test/duration": "4s"})
+        workflow("e2e-twice", "succeed", annotations={"jobferry.test/duration": "10s"})
     )
     wait_for("the Job created", lambda: job(e2e, "e2e-twice"), timeout=60)
-    # The same launch message handled a second time, as Redis does after a lost ack.
-    again = k8s_pipeline.client.celery.send_task(LAUNCH_TASK, args=["e2e-twice"])
-    assert again.get(timeout=60) == "e2e-twice"
+    # The same launch message handled a second time, as Redis does after a lost ack. A
+    # launch stores no result: its log says it found the Job and adopted it.
+    k8s_pipeline.client.celery.send_task(LAUNCH_TASK, args=["e2e-twice"])
+    wait_for(
+        "the second launch to adopt the Job",
+        lambda: "for workflow e2e-twice" in k8s_pipeline.worker_logs(),
+        timeout=60,
+    )
+    assert "adopted existing Job" in k8s_pipeline.worker_logs()
     assert handle.wait(timeout=90).state is OutcomeState.SUCCEEDED
     jobs = e2e.batch.list_namespaced_job(NAMESPACE, label_selector="workflow-id=e2e-twice")
     assert len(jobs.items) == 1
