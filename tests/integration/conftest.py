@@ -71,6 +71,15 @@ def make_pipeline(redis_url: str, logs: Path, settings_env: dict[str, str]) -> P
     return Pipeline(env=env, logs=logs, client=client)
 
 
+def make_kube_pipeline(
+    redis_url: str, logs: Path, kubeconfig: Path, settings_env: dict[str, str]
+) -> Pipeline:
+    """`make_pipeline` on the kubernetes backend, talking to the cluster of `kubeconfig`."""
+    pipeline = make_pipeline(redis_url, logs, {"JOBFERRY_BACKEND": "kubernetes", **settings_env})
+    pipeline.env["KUBECONFIG"] = str(kubeconfig)
+    return pipeline
+
+
 def _overrides(env: dict[str, str]) -> dict[str, object]:
     return {k.removeprefix("JOBFERRY_").lower(): v for k, v in env.items()}
 
@@ -111,12 +120,12 @@ def kube_pipeline(
     request: pytest.FixtureRequest,
 ) -> Iterator[Pipeline]:
     """Real workers on the kubernetes backend, talking HTTP to the API emulator."""
-    pipeline = make_pipeline(
+    pipeline = make_kube_pipeline(
         redis_url,
         tmp_path / "logs",
-        {"JOBFERRY_BACKEND": "kubernetes", "JOBFERRY_STARTUP_GRACE_SECONDS": "1"},
+        kube_emulator_kubeconfig,
+        {"JOBFERRY_STARTUP_GRACE_SECONDS": "1"},
     )
-    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
     yield from serve(pipeline, request)
 
 

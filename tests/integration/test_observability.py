@@ -24,6 +24,7 @@ from scheduler.naming import job_name
 from tests.integration.conftest import (
     Pipeline,
     created_job,
+    make_kube_pipeline,
     make_pipeline,
     print_logs_if_failed,
     terminated,
@@ -55,18 +56,17 @@ def observed(
     request: pytest.FixtureRequest,
 ) -> Iterator[Pipeline]:
     """A pipeline whose worker exports spans, serves /metrics and logs JSON."""
-    pipeline = make_pipeline(
+    pipeline = make_kube_pipeline(
         redis_url,
         tmp_path / "logs",
+        kube_emulator_kubeconfig,
         {
-            "JOBFERRY_BACKEND": "kubernetes",
             "JOBFERRY_LOG_FORMAT": "json",
             "JOBFERRY_METRICS_PORT": str(free_port()),
         },
     )
     pipeline.env.update(
         {
-            "KUBECONFIG": str(kube_emulator_kubeconfig),
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "200",
         }

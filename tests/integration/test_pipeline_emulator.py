@@ -18,7 +18,7 @@ import pytest
 from scheduler import OutcomeState, WorkflowRequest, WorkflowState
 from scheduler.celeryconfig import LAUNCH_TASK
 from scheduler.naming import job_name
-from tests.integration.conftest import Pipeline, created_job, make_pipeline, serve, terminated
+from tests.integration.conftest import Pipeline, created_job, make_kube_pipeline, serve, terminated
 from tests.kube_emulator import KubeEmulator
 from tests.services import wait_for
 
@@ -338,16 +338,15 @@ def slow_checks(
     request: pytest.FixtureRequest,
 ) -> Iterator[Pipeline]:
     """`kube_pipeline` with the seed's 5 s poll interval instead of the tests' 0.3 s."""
-    pipeline = make_pipeline(
+    pipeline = make_kube_pipeline(
         redis_url,
         tmp_path / "logs",
+        kube_emulator_kubeconfig,
         {
-            "JOBFERRY_BACKEND": "kubernetes",
             "JOBFERRY_STATUS_INTERVAL_SECONDS": "5",
             "JOBFERRY_STATUS_INTERVAL_MAX_SECONDS": "5",
         },
     )
-    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
     yield from serve(pipeline, request)
 
 

@@ -18,7 +18,12 @@ from kubernetes import client, config
 
 from scheduler import OutcomeState, WorkflowOutcome, WorkflowRequest, WorkflowState
 from scheduler.celeryconfig import RECONCILE_TASK
-from tests.integration.conftest import Pipeline, make_pipeline, print_logs_if_failed
+from tests.integration.conftest import (
+    Pipeline,
+    make_kube_pipeline,
+    make_pipeline,
+    print_logs_if_failed,
+)
 from tests.kube_emulator import KubeEmulator
 from tests.services import wait_for
 
@@ -136,12 +141,12 @@ def kube(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(
+    pipeline = make_kube_pipeline(
         redis_url,
         tmp_path / "logs",
-        {"JOBFERRY_BACKEND": "kubernetes", "JOBFERRY_RECONCILE_DELETE_ORPHANS": "true", **QUICK},
+        kube_emulator_kubeconfig,
+        {"JOBFERRY_RECONCILE_DELETE_ORPHANS": "true", **QUICK},
     )
-    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
     pipeline.start_worker()
     yield pipeline
     pipeline.stop()

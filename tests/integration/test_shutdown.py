@@ -20,7 +20,7 @@ import redis
 from scheduler import OutcomeState, WorkflowRequest
 from scheduler.celeryconfig import launch_task_id, outcome_task_id
 from scheduler.naming import job_name
-from tests.integration.conftest import make_pipeline, print_logs_if_failed
+from tests.integration.conftest import make_kube_pipeline, make_pipeline, print_logs_if_failed
 from tests.kube_emulator import KubeEmulator
 from tests.services import wait_for
 
@@ -100,16 +100,12 @@ def test_sigterm_requeues_a_task_still_running_after_the_soft_limit(
     request: pytest.FixtureRequest,
 ) -> None:
     """A launch stuck on a slow API server is cut off after the limit and runs again later."""
-    pipeline = make_pipeline(
+    pipeline = make_kube_pipeline(
         redis_url,
         tmp_path / "logs",
-        {
-            "JOBFERRY_BACKEND": "kubernetes",
-            "JOBFERRY_API_TIMEOUT_SECONDS": "120",
-            "JOBFERRY_SOFT_SHUTDOWN_SECONDS": "3",
-        },
+        kube_emulator_kubeconfig,
+        {"JOBFERRY_API_TIMEOUT_SECONDS": "120", "JOBFERRY_SOFT_SHUTDOWN_SECONDS": "3"},
     )
-    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
     stall = 90.0
     kube_emulator.delay_next("POST", r"/jobs$", stall)
     try:

@@ -20,7 +20,11 @@ from kubernetes import client, config
 
 from scheduler import OutcomeState, WorkflowRequest
 from scheduler.naming import job_name
-from tests.integration.conftest import Pipeline, make_pipeline, print_logs_if_failed
+from tests.integration.conftest import (
+    Pipeline,
+    make_kube_pipeline,
+    print_logs_if_failed,
+)
 from tests.kube_emulator import KubeEmulator
 from tests.services import wait_for
 from workers import cache
@@ -61,8 +65,7 @@ def watched(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(redis_url, tmp_path / "logs", WATCHED)
-    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
+    pipeline = make_kube_pipeline(redis_url, tmp_path / "logs", kube_emulator_kubeconfig, WATCHED)
     pipeline.start_worker()
     pipeline.start_watcher()
     wait_for("the watcher's first heartbeat", lambda: healthy(redis_url), timeout=60)
@@ -206,8 +209,7 @@ def test_a_threads_worker_can_hold_the_watch_itself(
     request: pytest.FixtureRequest,
 ) -> None:
     # `jobferry worker --watch`: no watcher process; the worker's own threads hold the lease.
-    pipeline = make_pipeline(redis_url, tmp_path / "logs", WATCHED)
-    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
+    pipeline = make_kube_pipeline(redis_url, tmp_path / "logs", kube_emulator_kubeconfig, WATCHED)
     worker = pipeline.start_worker(concurrency=4, args=("-P", "threads", "--watch"))
     try:
         health = wait_for("the worker's watch", lambda: healthy(redis_url), timeout=60)
@@ -233,8 +235,7 @@ def test_a_threads_worker_can_hold_the_watch_itself(
 def test_watch_in_a_prefork_worker_is_refused(
     redis_url: str, kube_emulator_kubeconfig: Path, tmp_path: Path
 ) -> None:
-    pipeline = make_pipeline(redis_url, tmp_path / "logs", WATCHED)
-    pipeline.env["KUBECONFIG"] = str(kube_emulator_kubeconfig)
+    pipeline = make_kube_pipeline(redis_url, tmp_path / "logs", kube_emulator_kubeconfig, WATCHED)
     command = [sys.executable, "-m", "workers", "worker", "--watch"]
     result = subprocess.run(command, env=pipeline.env, capture_output=True, text=True, timeout=60)
     pipeline.client.close()
