@@ -106,6 +106,14 @@ class RssSampler:
 
 # The control plane's binaries.
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+# psutil gives the full name from the command line when the kernel's (15 characters) is cut
+# short; take either.
+_BINARY_OF = {name: binary for binary in CONTROL_PLANE for name in (binary, binary[:15])}
+
+
+def control_plane_binary(process_name: str | None) -> str | None:
+    """Which control-plane binary a process with this name runs; None: not one of them."""
+    return _BINARY_OF.get(process_name or "")
 
 
 @dataclass
@@ -144,10 +152,8 @@ class CpuSampler:
             spent[name] = _cpu_seconds(pid, children=True)
         for name, pid in self.alone.items():
             spent[name] = _cpu_seconds(pid, children=False)
-        # psutil gives the full name from the command line when the kernel's is cut short.
-        names = {name: binary for binary in CONTROL_PLANE for name in (binary, binary[:15])}
         for proc in psutil.process_iter(["name", "cpu_times"]):
-            binary = names.get(proc.info["name"] or "")
+            binary = control_plane_binary(proc.info["name"])
             times = proc.info["cpu_times"]
             if binary is not None and times is not None:
                 spent[binary] = spent.get(binary, 0.0) + times.user + times.system

@@ -47,6 +47,7 @@ from .processes import (
     JobferryProcess,
     Redis,
     RssSampler,
+    control_plane_binary,
 )
 from .timeline import JobTimeline
 
@@ -151,11 +152,13 @@ def split_cpus(cpus: list[int], log: Any) -> None:
         raise BenchError(f"--split-cpus needs 2 CPUs or more; this process may use {cpus}")
     pinned = 0
     for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in CONTROL_PLANE:
+        if control_plane_binary(proc.info["name"]) is not None:
             proc.cpu_affinity(cpus[:1])
             pinned += 1
     if pinned < len(CONTROL_PLANE):
-        raise BenchError(f"--split-cpus found {pinned} control-plane processes, not 5")
+        raise BenchError(
+            f"--split-cpus found {pinned} control-plane processes, not {len(CONTROL_PLANE)}"
+        )
     psutil.Process().cpu_affinity(cpus[1:])
     log(f"  control plane on CPU {cpus[0]}; the bench and its processes on CPUs {cpus[1:]}")
 

@@ -84,7 +84,6 @@ redis.call('ZREM', KEYS[2], KEYS[1])
 return ARGV[1]
 """
 
-# Adds the trace context fields a record lacks, unless the record is gone.
 # The W3C trace context fields a record may carry (see scheduler/tracing.py).
 TRACE_FIELDS = ("traceparent", "tracestate")
 
