@@ -180,8 +180,14 @@ class Jobferry:
             self._celery.close()
 
     def _send_pipeline(self, workflow_id: str) -> None:
+        # The launch stores no result (the record says where the workflow is). Without
+        # ignore_result, Celery's Redis backend subscribes this producer to the launch's
+        # result channel at every submit: a SUBSCRIBE and later an UNSUBSCRIBE for nothing.
         launch = self.celery.signature(
-            LAUNCH_TASK, args=[workflow_id], task_id=launch_task_id(workflow_id)
+            LAUNCH_TASK,
+            args=[workflow_id],
+            task_id=launch_task_id(workflow_id),
+            ignore_result=True,
         )
         check = self.celery.signature(CHECK_TASK, task_id=outcome_task_id(workflow_id))
         (launch | check).apply_async(retry=False)

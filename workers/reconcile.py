@@ -71,7 +71,12 @@ def resend_silent_checks(ctx: WorkerContext, celery: Any) -> list[str]:
             log.warning(
                 "workflow %s: still %s; sending its launch again", workflow_id, record.state.value
             )
-            celery.send_task(LAUNCH_TASK, args=[workflow_id], task_id=launch_task_id(workflow_id))
+            celery.send_task(
+                LAUNCH_TASK,
+                args=[workflow_id],
+                task_id=launch_task_id(workflow_id),
+                ignore_result=True,
+            )
         celery.send_task(
             CHECK_TASK,
             args=[workflow_id],

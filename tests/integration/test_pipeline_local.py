@@ -92,6 +92,26 @@ def test_the_check_loop_stores_only_the_outcome(local_pipeline: Pipeline) -> Non
     store.close()
 
 
+def test_a_submit_subscribes_to_no_result(local_pipeline: Pipeline) -> None:
+    # The launch stores no result. Sent without ignore_result, each submit would subscribe the
+    # producer to the launch's result channel, a subscription nothing ever answers.
+    client = local_pipeline.client
+    store = redis.Redis.from_url(client.settings.redis_url)
+
+    def subscribes() -> int:
+        stats = store.info("commandstats").get("cmdstat_subscribe") or {}
+        return int(stats.get("calls", 0))
+
+    before = subscribes()
+    handles = [
+        client.submit(WorkflowRequest(workflow_id=f"quiet-{i}", image="local", command=["true"]))
+        for i in range(3)
+    ]
+    assert subscribes() == before
+    assert all(h.wait(timeout=60).state is OutcomeState.SUCCEEDED for h in handles)
+    store.close()
+
+
 def test_resubmitting_the_same_request_runs_it_once(local_pipeline: Pipeline) -> None:
     request = WorkflowRequest(
         workflow_id="once", image="local", command=["sh", "-c", "echo ran >> ../../runs.txt"]
