@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9808, ge=0, le=65535)
     """Port of the worker's Prometheus `/metrics` endpoint (all interfaces); 0 disables it."""
 
+    task_events: bool = False
+    """Workers send Celery task events from the start (`-E`); off: only while Flower asks."""
+
     log_format: Literal["text", "json"] = "text"
     """Worker log lines: `text`, or `json` (one object a line, with workflow_id and trace_id)."""
 

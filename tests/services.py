@@ -114,11 +114,14 @@ class WorkerProcess:
         log_path: Path,
         concurrency: int = 2,
         args: tuple[str, ...] = (),
+        quiet: bool = True,
     ) -> None:
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
         self.args = args
+        self.quiet = quiet
+        """Without heartbeats, mingle and gossip (False: as `jobferry worker` runs by default)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -137,6 +140,7 @@ class WorkerProcess:
         return self
 
     def command(self) -> list[str]:
+        quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip"]
         return [
             sys.executable,
             "-m",
@@ -146,9 +150,7 @@ class WorkerProcess:
             str(self.concurrency),
             "-l",
             "INFO",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
+            *(quiet if self.quiet else []),
             *self.args,
         ]
 

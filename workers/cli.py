@@ -299,8 +299,9 @@ def worker(
 
         signals.worker_ready.connect(watch_here, weak=False)
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"
+    events = ["-E"] if settings.task_events else []
     app.worker_main(
-        ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E", *celery_args]
+        ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, *events, *celery_args]
     )
 
 

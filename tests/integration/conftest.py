@@ -31,10 +31,15 @@ class Pipeline:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def start_worker(
-        self, concurrency: int = 2, args: tuple[str, ...] = (), **extra_env: str
+        self,
+        concurrency: int = 2,
+        args: tuple[str, ...] = (),
+        quiet: bool = True,
+        **extra_env: str,
     ) -> WorkerProcess:
         name = f"worker-{len(self.workers) + 1}.log"
-        worker = WorkerProcess({**self.env, **extra_env}, self.logs / name, concurrency, args)
+        env = {**self.env, **extra_env}
+        worker = WorkerProcess(env, self.logs / name, concurrency, args, quiet)
         self.workers.append(worker.start())
         return worker
 

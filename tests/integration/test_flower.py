@@ -1,8 +1,9 @@
 """`jobferry flower` as a real process, looked at with Debian's headless Chromium.
 
-A workflow runs on a real worker; Flower, with basic auth on, must then show the workflow's
-outcome task (`jobferry-outcome-<id>`, task `jobferry.check`) as SUCCESS with the outcome,
-refuse requests without credentials, and count the tasks in its Prometheus metrics.
+The worker runs as `jobferry worker` does by default: heartbeats on, task events off until
+Flower asks for them. A workflow then runs on it; Flower, with basic auth on, must show the
+workflow's outcome task (`jobferry-outcome-<id>`, task `jobferry.check`) as SUCCESS with the
+outcome, refuse requests without credentials, and count the tasks in its Prometheus metrics.
 The screenshot is kept as `test-artifacts/flower-task.png` (git ignores that directory).
 """
 
@@ -23,7 +24,7 @@ import pytest
 
 from scheduler import OutcomeState, WorkflowRequest
 from scheduler.celeryconfig import outcome_task_id
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, make_pipeline, print_logs_if_failed
 from tests.services import ARTIFACTS, CliProcess, free_port, missing, wait_for
 
 USER, PASSWORD = "ops", "flower-test-Pw-7"
@@ -63,11 +64,27 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def flower_url(local_pipeline: Pipeline, request: pytest.FixtureRequest) -> Iterator[str]:
+def watched_pipeline(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Pipeline]:
+    """The local pipeline, its worker started as in production (heartbeats, no `-E`)."""
+    pipeline = make_pipeline(
+        redis_url,
+        tmp_path / "logs",
+        {"JOBFERRY_BACKEND": "local", "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs")},
+    )
+    pipeline.start_worker(quiet=False)
+    yield pipeline
+    pipeline.stop()
+    print_logs_if_failed(request, pipeline)
+
+
+@pytest.fixture
+def flower_url(watched_pipeline: Pipeline, request: pytest.FixtureRequest) -> Iterator[str]:
     port = free_port()
-    env = {**local_pipeline.env, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
+    env = {**watched_pipeline.env, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
     flower = CliProcess(
-        ["flower", "--port", str(port)], env, local_pipeline.logs / "flower.log"
+        ["flower", "--port", str(port)], env, watched_pipeline.logs / "flower.log"
     ).start()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -90,11 +107,19 @@ def _answers(url: str) -> bool:
 
 
 def test_flower_shows_the_outcome_behind_auth_and_counts_tasks(
-    local_pipeline: Pipeline, flower_url: str, tmp_path: Path
+    watched_pipeline: Pipeline, flower_url: str, tmp_path: Path
 ) -> None:
     if shutil.which("chromium") is None:
         missing("chromium is not installed (apt-get install chromium)")
-    handle = local_pipeline.client.submit(
+    # The worker sends no task events until Flower's periodic `enable_events` reaches it.
+    worker = watched_pipeline.workers[0]
+    wait_for(
+        "Flower to turn the worker's task events on",
+        lambda: "Events of group {task} enabled by remote" in worker.log(),
+        timeout=60,
+        interval=0.5,
+    )
+    handle = watched_pipeline.client.submit(
         WorkflowRequest(
             workflow_id="flower-1",
             image="local",

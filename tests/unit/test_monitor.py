@@ -1,10 +1,13 @@
-"""`jobferry flower` builds Flower's options only with credentials, or an explicit --no-auth."""
+"""`jobferry flower` builds Flower's options only with credentials, or an explicit --no-auth;
+workers send task events only when asked to (by Flower, or `JOBFERRY_TASK_EVENTS`)."""
 
 from __future__ import annotations
 
 import pytest
 
+from scheduler.celeryconfig import celery_config
 from scheduler.errors import RequestError
+from scheduler.settings import load_settings
 from workers.monitor import flower_argv
 
 
@@ -31,3 +34,13 @@ def test_credentials_or_no_auth_start_flower_with_events() -> None:
     assert argv == ["--port=5600", "--address=0.0.0.0", "--enable_events=True"]
     assert flower_argv({}, port=5555, address="127.0.0.1", no_auth=True)[0] == "--port=5555"
     assert not any("Secret9" in arg for arg in argv)
+
+
+@pytest.mark.parametrize(("value", "sent"), [(None, False), ("true", True), ("false", False)])
+def test_task_events_wait_for_a_monitor_unless_asked_for(
+    value: str | None, sent: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOBFERRY_TASK_EVENTS", raising=False)
+    if value is not None:
+        monkeypatch.setenv("JOBFERRY_TASK_EVENTS", value)
+    assert celery_config(load_settings())["worker_send_task_events"] is sent
