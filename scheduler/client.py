@@ -130,7 +130,9 @@ class Jobferry:
     def cancel(self, workflow_id: str) -> WorkflowStatus:
         """Ask for the workflow to be stopped: its Job is deleted and its outcome is `cancelled`.
 
-        Cancelling a finished workflow changes nothing and returns its status.
+        Returns the status as the cancel was asked for (no outcome yet, `cancel_requested`
+        set), whatever a worker does in the meantime. Cancelling a finished workflow changes
+        nothing and returns its final status.
         """
         status = self.status(workflow_id)
         carrier = self._redis_call(lambda: self.records.trace_carrier(workflow_id))
@@ -144,7 +146,11 @@ class Jobferry:
             links=[trace.Link(caller)] if caller.is_valid else None,
         ):
             if self.records.request_cancel(workflow_id):
+                # Read before the cancel task goes: a worker may finish it at once, and this
+                # caller must still learn that it was the one who cancelled.
+                asked = self.records.get(workflow_id) or status
                 self.celery.send_task(CANCEL_TASK, args=[workflow_id])
+                return asked
         return self.records.get(workflow_id) or status
 
     def wait(
