@@ -5,7 +5,7 @@ unless `FLOWER_BASIC_AUTH` (Flower's own variable, `user:password[,user2:passwor
 or `--no-auth` says explicitly that something in front of it authenticates. Flower reads the
 variable itself; jobferry only checks its shape and never shows the password.
 Flower 2.x serves Prometheus metrics at `/metrics` (without authentication) from the task
-events the workers send (`worker_send_task_events`, `-E`).
+events the workers send once Flower's periodic `enable_events` (`--enable_events`) reaches them.
 """
 
 from __future__ import annotations

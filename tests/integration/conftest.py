@@ -76,6 +76,15 @@ def make_pipeline(redis_url: str, logs: Path, settings_env: dict[str, str]) -> P
     return Pipeline(env=env, logs=logs, client=client)
 
 
+def make_local_pipeline(redis_url: str, tmp_path: Path) -> Pipeline:
+    """`make_pipeline` on the local backend, its Jobs' state under `tmp_path`."""
+    return make_pipeline(
+        redis_url,
+        tmp_path / "logs",
+        {"JOBFERRY_BACKEND": "local", "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs")},
+    )
+
+
 def make_kube_pipeline(
     redis_url: str, logs: Path, kubeconfig: Path, settings_env: dict[str, str]
 ) -> Pipeline:
@@ -108,12 +117,7 @@ def serve(pipeline: Pipeline, request: pytest.FixtureRequest) -> Iterator[Pipeli
 def local_pipeline(
     redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Pipeline]:
-    pipeline = make_pipeline(
-        redis_url,
-        tmp_path / "logs",
-        {"JOBFERRY_BACKEND": "local", "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs")},
-    )
-    yield from serve(pipeline, request)
+    yield from serve(make_local_pipeline(redis_url, tmp_path), request)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 
 from scheduler import OutcomeState, WorkflowRequest
 from scheduler.celeryconfig import outcome_task_id
-from tests.integration.conftest import Pipeline, make_pipeline, print_logs_if_failed
+from tests.integration.conftest import Pipeline, make_local_pipeline, print_logs_if_failed
 from tests.services import ARTIFACTS, CliProcess, free_port, missing, wait_for
 
 USER, PASSWORD = "ops", "flower-test-Pw-7"
@@ -68,11 +68,7 @@ def watched_pipeline(
     redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Pipeline]:
     """The local pipeline, its worker started as in production (heartbeats, no `-E`)."""
-    pipeline = make_pipeline(
-        redis_url,
-        tmp_path / "logs",
-        {"JOBFERRY_BACKEND": "local", "JOBFERRY_LOCAL_STATE_DIR": str(tmp_path / "jobs")},
-    )
+    pipeline = make_local_pipeline(redis_url, tmp_path)
     pipeline.start_worker(quiet=False)
     yield pipeline
     pipeline.stop()
