@@ -299,10 +299,8 @@ def worker(
 
         signals.worker_ready.connect(watch_here, weak=False)
     queues = queues or f"{settings.launch_queue},{settings.status_queue}"
-    events = ["-E"] if settings.task_events else []
-    app.worker_main(
-        ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, *events, *celery_args]
-    )
+    # No -E: Celery reads worker_send_task_events (JOBFERRY_TASK_EVENTS) from the app's config.
+    app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, *celery_args])
 
 
 def _pool_of(celery_args: tuple[str, ...]) -> str:
