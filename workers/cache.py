@@ -156,8 +156,10 @@ class StatusCache:
     def fresh(self, namespace: str) -> bool:
         """Whether the namespace's watch can be trusted now (its heartbeat is recent).
 
-        Remembered for a second per process: a burst of launches asks it once each, and the
-        heartbeat it reads is renewed only every second anyway.
+        Remembered per process, as a burst of launches asks it once each: for a second when
+        fresh (the heartbeat it reads is renewed every second anyway), for a quarter of one
+        when not. A namespace's first workflows find its watch not started yet, and each
+        launch that sees it so comes back for a short-interval check.
         """
         now = time.monotonic()
         until, known = self._fresh.get(namespace, (0.0, False))
@@ -166,7 +168,7 @@ class StatusCache:
         fields = self._redis.hmget(health_key(namespace), "fresh", "heartbeat_at")
         fresh, beat = cast(list[Any], fields)
         known = _fresh(fresh, beat, self._stale)
-        self._fresh[namespace] = (now + 1.0, known)
+        self._fresh[namespace] = (now + (1.0 if known else 0.25), known)
         return known
 
     def read(self, ref: JobRef, first_look: bool) -> JobStatus | None:

@@ -170,9 +170,11 @@ class ResourceWatch(threading.Thread):
         selector: str,
         waker: Waker,
         holder: str = "",
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name=f"watch-{resource}-{namespace}", daemon=True)
         self.holder = holder
+        self.on_connected = on_connected
         self.backend, self.redis, self.namespace = backend, client, namespace
         self.resource, self.selector, self.waker = resource, selector, waker
         self.stopping = threading.Event()
@@ -190,7 +192,11 @@ class ResourceWatch(threading.Thread):
             try:
                 if rv is None:
                     rv = self._relist()
-                self.connected = True
+                if not self.connected:
+                    self.connected = True
+                    # The heartbeat may say fresh now, not at the next tick up to 1 s away.
+                    if self.on_connected is not None:
+                        self.on_connected()
                 for event in self.backend.watch(
                     self.resource, self.namespace, self.selector, rv, WATCH_SECONDS
                 ):
@@ -412,6 +418,10 @@ class NamespaceWatch:
 class Watcher:
     """The process: leases, watches and heartbeats for every namespace to watch."""
 
+    TICK_SECONDS = 1.0
+    """Leases renewed, heartbeats written and namespaces looked for this often; also at once
+    when a watch connects, so that a namespace's cache is trusted as soon as it can be."""
+
     def __init__(
         self,
         settings: Settings,
@@ -424,6 +434,8 @@ class Watcher:
         self.selector = manifest.owned_selector(settings.app_label)
         self.held: dict[str, NamespaceWatch] = {}
         self.stopping = threading.Event()
+        # Set to tick before the second is up: a watch connected, or the process is stopping.
+        self._poke = threading.Event()
 
     def namespaces(self) -> list[str]:
         return watched_namespaces(self.settings, self.redis)
@@ -431,12 +443,14 @@ class Watcher:
     def run(self) -> None:
         log.info("watcher %s starting (selector %s)", self.holder, self.selector)
         while not self.stopping.is_set():
+            # Cleared before the tick reads the watches: a poke from now on brings the next one.
+            self._poke.clear()
             try:
                 self.tick()
             # Redis is unreachable: keep trying; the heartbeats stop, so checks use the API.
             except redis.RedisError as exc:
                 log.warning("watcher: Redis failed (%s); retrying", exc)
-            self.stopping.wait(1.0)
+            self._poke.wait(self.TICK_SECONDS)
         for ns in list(self.held):
             self._release(ns)
 
@@ -467,7 +481,14 @@ class Watcher:
 
     def _thread(self, namespace: str, resource: Resource) -> ResourceWatch:
         return ResourceWatch(
-            self.backend, self.redis, namespace, resource, self.selector, self.waker, self.holder
+            self.backend,
+            self.redis,
+            namespace,
+            resource,
+            self.selector,
+            self.waker,
+            self.holder,
+            on_connected=self._poke.set,
         )
 
     def _heartbeat(self, namespace: str, fresh: bool) -> None:
@@ -491,6 +512,7 @@ class Watcher:
 
     def stop(self) -> None:
         self.stopping.set()
+        self._poke.set()
 
 
 def make_watcher(settings: Settings) -> Watcher:
