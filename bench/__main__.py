@@ -109,6 +109,26 @@ def parse(argv: list[str] | None) -> BenchSettings:
         metavar="NAME=VALUE",
         help="a JOBFERRY_* setting for the worker processes (repeat), e.g. JOBFERRY_API_QPS=200",
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="pairs of phases (jobferry, baseline) per size, alternating which goes first; the "
+        "median pair's create ratio is the result (default: 3)",
+    )
+    parser.add_argument(
+        "--pairs-up-to",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="sizes above N run one pair (default: 1000)",
+    )
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=20,
+        help="Jobs created and finished on each fresh control plane before its phase (default: 20)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep work dirs (logs)")
     parser.add_argument(
         "--merge",
@@ -134,6 +154,9 @@ def parse(argv: list[str] | None) -> BenchSettings:
         keep=args.keep,
         merge=args.merge,
         worker_env=dict(pair(item, parser) for item in args.worker_env),
+        pairs=args.pairs,
+        pairs_up_to=args.pairs_up_to,
+        warm_up_jobs=args.warm_up,
     )
 
 

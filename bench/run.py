@@ -1,16 +1,23 @@
-"""One benchmark run per size N: jobferry, then the baselines, on the same control plane.
+"""One benchmark run per size N: jobferry and the baseline, each on a control plane of its own.
 
-Per N, on a fresh control plane (or the one given), in this order:
+Per N, `--pairs` times (sizes above `--pairs-up-to` once), alternating which side goes first;
+each phase on a fresh control plane (or the one given), in this order:
 
-1. idle: `/metrics` twice, `--idle` seconds apart, with nothing running: the background rate
+1. warm-up: `--warm-up` Jobs created by the admin in a namespace of their own, waited for until
+   they succeeded, so that neither side pays for a control plane's first requests.
+2. idle: `/metrics` twice, `--idle` seconds apart, with nothing running: the background rate
    of the controllers (leases, node heartbeats), subtracted from the cluster-wide counts.
-2. jobferry: a real redis-server (AOF), a launch worker and a status worker (`jobferry
-   worker -Q ...`, prefork), plus `jobferry watcher` when that command exists; N workflows
-   submitted through `scheduler.Jobferry`, every Job succeeding after `--duration` seconds
-   (KWOK), all in flight together when creation is faster than the duration.
-3. baseline: the same N Job manifests (`workers.backends.manifest.build_job`) created with
-   the `kubernetes` client by as many threads as the launch worker has processes, then each
+3. either jobferry: a real redis-server (AOF), the `jobferry worker` processes (and `jobferry
+   watcher` when asked for); N workflows submitted through `scheduler.Jobferry`, every Job
+   succeeding after `--duration` seconds (KWOK), all in flight together when creation is
+   faster than the duration;
+   or the baseline: the same N Job manifests (`workers.backends.manifest.build_job`) created
+   with the `kubernetes` client by as many threads as jobferry's launch concurrency, then each
    Job read with a GET every 2 s until it finishes, as the seed's `WaitForCompletion` does.
+
+The result of N is that of the pair whose create-throughput ratio is the median; every pair's
+ratio is kept (`pairs`). On a shared 2-core machine one pair's ratio moves by about 0.1 from
+run to run.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,7 +93,7 @@ class BenchSettings:
     """auto: run `jobferry watcher` when the CLI has it; on; off; embedded: no watcher
     process, the status worker holds the watch (`jobferry worker --watch`)."""
     kubeconfig: Path | None = None
-    """Use this cluster (admin kubeconfig) instead of starting a control plane per N."""
+    """Use this cluster (admin kubeconfig) instead of starting a control plane per phase."""
     audit_log: Path | None = None
     """The audit log of that cluster, for per-client counts."""
     out_dir: Path = ROOT / "bench" / "results"
@@ -95,6 +103,15 @@ class BenchSettings:
     """Keep the runs of other sizes already in latest.json."""
     worker_env: dict[str, str] = field(default_factory=dict)
     """Extra JOBFERRY_* settings for the worker processes (recorded in the results)."""
+    pairs: int = 3
+    """Pairs of phases (jobferry, baseline) per size; the median pair is the result."""
+    pairs_up_to: int = 1000
+    """Sizes above this run one pair: their create window is long enough to even out noise."""
+    warm_up_jobs: int = 20
+    """Jobs created and finished on each fresh control plane before its phase."""
+
+    def repeats_for(self, n: int) -> int:
+        return max(1, self.pairs if n <= self.pairs_up_to else 1)
 
     def duration_for(self, n: int) -> int:
         """The given duration, else long enough for all N Jobs to be in flight together:
@@ -112,8 +129,31 @@ def watcher_available() -> bool:
 
 
 def run_size(n: int, settings: BenchSettings, log: Any = print) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix=f"jobferry-bench-{n}-"))
-    log(f"bench N={n}: work dir {work}")
+    """Measure size N: `repeats_for(n)` pairs of phases, the result of the median pair."""
+    started = time.time()
+    load_before = os.getloadavg()
+    pairs: list[tuple[Phase, Phase]] = []
+    repeats = settings.repeats_for(n)
+    for index in range(repeats):
+        # Alternated, so that a machine that slows down or speeds up during a run (a shared
+        # host) does not favour the side that always goes first.
+        order = ("jobferry", "baseline") if index % 2 == 0 else ("baseline", "jobferry")
+        log(f"bench N={n}: pair {index + 1} of {repeats}, {order[0]} first")
+        phases = {side: fresh_cluster_phase(side, n, settings, log) for side in order}
+        phases["jobferry"].extra["first"] = order[0]
+        pairs.append((phases["jobferry"], phases["baseline"]))
+        log(f"  create ratio of this pair: {pair_ratio(pairs[-1])}")
+    jf, base = median_pair(pairs)
+    result = summarise(n, settings, jf, base, load_before, time.time() - started)
+    result["pairs"] = [pair_summary(pair) for pair in pairs]
+    log(f"bench N={n}: {json.dumps(headline(result))}")
+    return result
+
+
+def fresh_cluster_phase(side: str, n: int, settings: BenchSettings, log: Any) -> Phase:
+    """One phase on a control plane of its own (or the given cluster), warmed up first."""
+    work = Path(tempfile.mkdtemp(prefix=f"jobferry-bench-{n}-{side}-"))
+    log(f"  {side}: work dir {work}")
     plane: ControlPlane | None = None
     if settings.kubeconfig is None:
         plane = ControlPlane(ControlPlaneSettings(work_dir=work / "k8s", keep_work_dir=True))
@@ -127,22 +167,68 @@ def run_size(n: int, settings: BenchSettings, log: Any = print) -> dict[str, Any
     try:
         if settings.split_cpus:
             split_cpus(everywhere, log)
-        started = time.time()
         worker_kc, baseline_kc = bench_cluster.prepare(cluster)
+        seconds = bench_cluster.warm_up(cluster, warm_up_jobs(settings.warm_up_jobs))
+        log(f"  warm-up: {settings.warm_up_jobs} Jobs created and finished in {seconds:.1f} s")
         idle = measure_idle(cluster, settings.idle_s, log)
-        load_before = os.getloadavg()
-        jf = jobferry_phase(n, settings, cluster, audit_log, worker_kc, work, idle, log)
-        base = baseline_phase(n, settings, cluster, audit_log, baseline_kc, idle, log)
-        result = summarise(n, settings, jf, base, idle, load_before, time.time() - started)
-        log(f"bench N={n}: {json.dumps(headline(result))}")
-        return result
+        if side == "jobferry":
+            phase = jobferry_phase(n, settings, cluster, audit_log, worker_kc, work, log)
+        else:
+            phase = baseline_phase(n, settings, cluster, audit_log, baseline_kc, log)
+        phase.extra["idle"] = idle
+        return phase
     finally:
-        # The next size's control plane is started from this process: it inherits this.
+        # The next control plane is started from this process: it inherits this.
         psutil.Process().cpu_affinity(everywhere)
         if plane is not None:
             plane.stop(keep=settings.keep)
         if not settings.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def warm_up_jobs(count: int) -> list[dict[str, Any]]:
+    """Manifests like the measured ones, finishing after 1 s, with names of their own."""
+    from workers.backends.manifest import build_job
+
+    token = uuid.uuid4().hex[:6]
+    requests = [
+        WorkflowRequest(
+            workflow_id=f"warm-up-{token}-{index}",
+            image="registry.example/bench:1",
+            command=["sleep", "1"],
+            namespace=bench_cluster.WARMUP_NAMESPACE,
+            labels={BEHAVIOUR_LABEL: "succeed"},
+            annotations={DURATION_ANNOTATION: "1s"},
+            memory_limit="64Mi",
+        )
+        for index in range(count)
+    ]
+    return [build_job(r, job_name(r.workflow_id), "jobferry") for r in requests]
+
+
+def pair_ratio(pair: tuple[Phase, Phase]) -> float | None:
+    jf, base = pair
+    if not jf.create_throughput or not base.create_throughput:
+        return None
+    return round(jf.create_throughput / base.create_throughput, 3)
+
+
+def median_pair(pairs: list[tuple[Phase, Phase]]) -> tuple[Phase, Phase]:
+    """The pair whose create ratio is the median (the lower one of an even count)."""
+    ranked = sorted(pairs, key=lambda pair: pair_ratio(pair) or 0.0)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def pair_summary(pair: tuple[Phase, Phase]) -> dict[str, Any]:
+    jf, base = pair
+    return {
+        "first": jf.extra["first"],
+        "create_throughput_ratio": pair_ratio(pair),
+        "jobferry_per_s": _round(jf.create_throughput),
+        "baseline_per_s": _round(base.create_throughput),
+        "jobferry_cpu_ms_per_job": cpu_section(jf.extra["create_cpu"], jf.n)["ms_per_job"],
+        "baseline_cpu_ms_per_job": cpu_section(base.extra["create_cpu"], base.n)["ms_per_job"],
+    }
 
 
 def split_cpus(cpus: list[int], log: Any) -> None:
@@ -200,9 +286,14 @@ class Phase:
         return self.n / (self.created_last - self.began)
 
 
-def request(n: int, index: int, namespace: str, duration_s: int) -> WorkflowRequest:
+def id_prefix(n: int) -> str:
+    """Workflow ids (and so Job names) of one phase: unique, for a cluster used again."""
+    return f"bench-{n}-{uuid.uuid4().hex[:4]}"
+
+
+def request(prefix: str, index: int, namespace: str, duration_s: int) -> WorkflowRequest:
     return WorkflowRequest(
-        workflow_id=f"bench-{n}-{index:05d}",
+        workflow_id=f"{prefix}-{index:05d}",
         image="registry.example/bench:1",
         command=["sleep", str(duration_s)],
         namespace=namespace,
@@ -219,7 +310,6 @@ def jobferry_phase(
     audit_log: Path | None,
     kubeconfig: Path,
     work: Path,
-    idle: dict[str, float],
     log: Any,
 ) -> Phase:
     duration = settings.duration_for(n)
@@ -258,10 +348,13 @@ def jobferry_phase(
         cpu.start()
         before = bench_cluster.scrape(cluster)
         offset = apimetrics.audit_offset(audit_log) if audit_log else 0
+        prefix = id_prefix(n)
         phase = Phase(n, began=time.time())
         ids = []
         for index in range(n):
-            handle = client.submit(request(n, index, bench_cluster.JOBFERRY_NAMESPACE, duration))
+            handle = client.submit(
+                request(prefix, index, bench_cluster.JOBFERRY_NAMESPACE, duration)
+            )
             ids.append(handle.workflow_id)
         phase.extra["submit_s"] = round(time.time() - phase.began, 2)
         wait_until(
@@ -361,7 +454,6 @@ def baseline_phase(
     cluster: Cluster,
     audit_log: Path | None,
     kubeconfig: Path,
-    idle: dict[str, float],
     log: Any,
 ) -> Phase:
     """Create the same Jobs with the kubernetes client, then GET each every 2 s until done."""
@@ -380,9 +472,10 @@ def baseline_phase(
     )
     batch = kubernetes.client.BatchV1Api(api)
     namespace = bench_cluster.BASELINE_NAMESPACE
+    prefix = id_prefix(n)
     bodies = [
         build_job(r, job_name(r.workflow_id), "jobferry")
-        for r in (request(n, i, namespace, settings.duration_for(n)) for i in range(n))
+        for r in (request(prefix, i, namespace, settings.duration_for(n)) for i in range(n))
     ]
     timeline = JobTimeline(cluster.rest(), namespace).start()
     poller = Poller(batch, namespace, settings.poll_interval_s)
@@ -569,15 +662,12 @@ def summarise(
     settings: BenchSettings,
     jf: Phase,
     base: Phase,
-    idle: dict[str, float],
     load_before: tuple[float, float, float],
     seconds: float,
 ) -> dict[str, Any]:
-    jf_requests = requests_section(jf, idle)
-    base_requests = requests_section(base, idle)
-    ratio = None
-    if jf.create_throughput and base.create_throughput:
-        ratio = round(jf.create_throughput / base.create_throughput, 3)
+    jf_requests = requests_section(jf, jf.extra["idle"])
+    base_requests = requests_section(base, base.extra["idle"])
+    ratio = pair_ratio((jf, base))
     latency = stats.summary(jf.latencies)
     return {
         "n": n,
@@ -616,7 +706,7 @@ def summarise(
             "create_cpu": cpu_section(base.extra["create_cpu"], n),
             "watch_errors": base.extra["watch_errors"],
         },
-        "idle": idle,
+        "idle": {"jobferry": jf.extra["idle"], "baseline": base.extra["idle"]},
         "config": {
             "duration_s": settings.duration_for(n),
             "launch_concurrency": settings.launch_concurrency,
@@ -627,6 +717,8 @@ def summarise(
             "poll_threads": settings.poll_threads,
             "worker_env": settings.worker_env,
             "split_cpus": settings.split_cpus,
+            "warm_up_jobs": settings.warm_up_jobs,
+            "pairs": settings.repeats_for(n),
         },
         "machine": {
             "cpus": os.cpu_count(),

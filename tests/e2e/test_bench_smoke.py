@@ -1,4 +1,5 @@
-"""The benchmark (`python -m bench`) still runs, at N=5 on the session's control plane.
+"""The benchmark (`python -m bench`) still runs, at N=5 on the session's control plane, two
+pairs of phases.
 
 Not a performance test: the figures are not judged here (README, "Performance"). It checks
 that every phase ran to its end and that the counts it reports are the ones that happened.
@@ -29,8 +30,14 @@ def test_the_benchmark_runs_every_phase(e2e: E2E, tmp_path: Path) -> None:
         kubeconfig=e2e.cluster.kubeconfig,
         audit_log=e2e.cluster.audit_log,
         out_dir=tmp_path,
+        pairs=2,
+        warm_up_jobs=2,
     )
     result = run_size(5, settings, log=lambda message: None)
+    # Two pairs, the second one baseline first; the result is one of them.
+    assert [pair["first"] for pair in result["pairs"]] == ["jobferry", "baseline"]
+    ratios = [pair["create_throughput_ratio"] for pair in result["pairs"]]
+    assert result["create_throughput_ratio"] == min(ratios)
     assert result["jobferry"]["outcomes"] == {"succeeded": 5}
     assert result["baseline"]["outcomes"] == {"succeeded": 5}
     assert result["jobferry"]["latency_s"]["count"] == 5
