@@ -71,7 +71,7 @@ def prepare(cluster: Cluster) -> tuple[Path, Path]:
 
 
 def warm_up(cluster: Cluster, jobs: list[dict[str, Any]], timeout: float = 120.0) -> float:
-    """Create `jobs` (manifests) in the warm-up namespace as the admin and wait until each has
+    """Create `jobs` (manifests of the warm-up namespace) as the admin and wait until each has
     succeeded; returns the seconds it took.
 
     A control plane just started is slower per request than one that has served a few: the
@@ -83,9 +83,7 @@ def warm_up(cluster: Cluster, jobs: list[dict[str, Any]], timeout: float = 120.0
     began = time.monotonic()
     collection = f"/apis/batch/v1/namespaces/{WARMUP_NAMESPACE}/jobs"
     for job in jobs:
-        rest.post(
-            collection, {**job, "metadata": {**job["metadata"], "namespace": WARMUP_NAMESPACE}}
-        )
+        rest.post(collection, job)
     names = {job["metadata"]["name"] for job in jobs}
     while True:
         items = rest.get(collection).get("items") or []

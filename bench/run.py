@@ -189,22 +189,7 @@ def fresh_cluster_phase(side: str, n: int, settings: BenchSettings, log: Any) ->
 
 def warm_up_jobs(count: int) -> list[dict[str, Any]]:
     """Manifests like the measured ones, finishing after 1 s, with names of their own."""
-    from workers.backends.manifest import build_job
-
-    token = uuid.uuid4().hex[:6]
-    requests = [
-        WorkflowRequest(
-            workflow_id=f"warm-up-{token}-{index}",
-            image="registry.example/bench:1",
-            command=["sleep", "1"],
-            namespace=bench_cluster.WARMUP_NAMESPACE,
-            labels={BEHAVIOUR_LABEL: "succeed"},
-            annotations={DURATION_ANNOTATION: "1s"},
-            memory_limit="64Mi",
-        )
-        for index in range(count)
-    ]
-    return [build_job(r, job_name(r.workflow_id), "jobferry") for r in requests]
+    return manifests(f"warm-up-{uuid.uuid4().hex[:6]}", count, bench_cluster.WARMUP_NAMESPACE, 1)
 
 
 def pair_ratio(pair: tuple[Phase, Phase]) -> float | None:
@@ -302,6 +287,14 @@ def request(prefix: str, index: int, namespace: str, duration_s: int) -> Workflo
         annotations={DURATION_ANNOTATION: f"{duration_s}s"},
         memory_limit="64Mi",
     )
+
+
+def manifests(prefix: str, count: int, namespace: str, duration_s: int) -> list[dict[str, Any]]:
+    """The Job manifests jobferry would create for `count` bench requests."""
+    from workers.backends.manifest import build_job
+
+    requests = (request(prefix, index, namespace, duration_s) for index in range(count))
+    return [build_job(r, job_name(r.workflow_id), "jobferry") for r in requests]
 
 
 def jobferry_phase(
@@ -461,8 +454,6 @@ def baseline_phase(
     (the GETs start once the last Job is created)."""
     import kubernetes.config
 
-    from workers.backends.manifest import build_job
-
     log(
         f"  baseline: {n} Jobs created with the kubernetes client, each polled every "
         f"{settings.poll_interval_s} s"
@@ -474,11 +465,7 @@ def baseline_phase(
     )
     batch = kubernetes.client.BatchV1Api(api)
     namespace = bench_cluster.BASELINE_NAMESPACE
-    prefix = id_prefix(n)
-    bodies = [
-        build_job(r, job_name(r.workflow_id), "jobferry")
-        for r in (request(prefix, i, namespace, settings.duration_for(n)) for i in range(n))
-    ]
+    bodies = manifests(id_prefix(n), n, namespace, settings.duration_for(n))
     timeline = JobTimeline(cluster.rest(), namespace).start()
     poller = Poller(batch, namespace, settings.poll_interval_s)
     threads = [
