@@ -54,7 +54,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Task events cost the workers ~10 % of their CPU in a burst of launches and go
         # nowhere unless a monitor listens: Flower turns them on while it runs (`enable_events`).
         "worker_send_task_events": settings.task_events,
-        "task_send_sent_event": True,
+        # A producer's `task-sent` (Flower's "sent" state of a queued launch) is one more
+        # Redis round trip per submit, and no monitor can ask a producer for it: it follows
+        # the same setting. Queued launches still show as the queue's length in Flower.
+        "task_send_sent_event": settings.task_events,
         "task_default_queue": settings.launch_queue,
         "task_routes": {
             LAUNCH_TASK: {"queue": settings.launch_queue},

@@ -151,7 +151,35 @@ class RecordStore:
         `trace_carrier` is the submit span's W3C context: every task of the workflow hangs its
         spans under it, so the workflow is one trace.
         """
+        keys, args = self._create_call(request, now or utcnow(), trace_carrier)
+        return _text(self._create(keys=keys, args=args)) or None
+
+    def create_many(
+        self,
+        requests: Sequence[tuple[WorkflowRequest, Mapping[str, str] | None]],
+        now: datetime | None = None,
+    ) -> list[str | None]:
+        """`create` for each (request, trace carrier) pair, in one round trip (a pipeline)."""
         now = now or utcnow()
+        pipe = self._redis.pipeline(transaction=False)
+        for request, carrier in requests:
+            keys, args = self._create_call(request, now, carrier)
+            pipe.eval(_CREATE, len(keys), *keys, *args)
+        return [_text(found) or None for found in pipe.execute()]
+
+    def discard(self, workflow_ids: Sequence[str]) -> None:
+        """Remove the records of workflows that were never queued (their submit failed)."""
+        if not workflow_ids:
+            return
+        keys = [self.key(workflow_id) for workflow_id in workflow_ids]
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(*keys)
+        pipe.zrem(INFLIGHT_KEY, *keys)
+        pipe.execute()
+
+    def _create_call(
+        self, request: WorkflowRequest, now: datetime, trace_carrier: Mapping[str, str] | None
+    ) -> tuple[list[str], list[str | int | float]]:
         deadline = now.timestamp() + request.deadline_seconds
         fields: dict[str, str] = {
             "request": request.model_dump_json(),
@@ -168,8 +196,7 @@ class RecordStore:
         fields.update(_trace_fields(trace_carrier))
         ttl = request.deadline_seconds + self._outcome_ttl
         args: list[str | int | float] = [ttl, deadline, request.namespace, *_flatten(fields)]
-        keys = [self.key(request.workflow_id), INFLIGHT_KEY, NAMESPACES_KEY]
-        return _text(self._create(keys=keys, args=args)) or None
+        return [self.key(request.workflow_id), INFLIGHT_KEY, NAMESPACES_KEY], args
 
     def get(self, workflow_id: str) -> WorkflowStatus | None:
         raw = self._hash(workflow_id)

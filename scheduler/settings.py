@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     """Port of the worker's Prometheus `/metrics` endpoint (all interfaces); 0 disables it."""
 
     task_events: bool = False
-    """Workers send Celery task events from the start (`-E`); off: only while Flower asks."""
+    """Celery task events from the start (`-E`), and producers' `task-sent`; off: as Flower asks."""
 
     log_format: Literal["text", "json"] = "text"
     """Worker log lines: `text`, or `json` (one object a line, with workflow_id and trace_id)."""

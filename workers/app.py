@@ -31,7 +31,7 @@ app = make_celery(settings)
 app.conf.include = ["workers.tasks", "workers.reconcile"]
 # What workers publish (a launch's chained first check, retries) is received by a worker
 # within milliseconds, countdown or not, so Flower learns nothing from a `task-sent` event,
-# which costs a Redis round trip each. Producers still send one for every launch.
+# which costs a Redis round trip each. Producers send one per launch with JOBFERRY_TASK_EVENTS.
 app.conf.task_send_sent_event = False
 # `celery -A workers.app beat` runs RedBeat too, with the schedules of JOBFERRY_SCHEDULES_FILE.
 app.conf.update(beat_config(settings))
