@@ -129,6 +129,13 @@ def parse(argv: list[str] | None) -> BenchSettings:
         default=20,
         help="Jobs created and finished on each fresh control plane before its phase (default: 20)",
     )
+    parser.add_argument(
+        "--submit-batch",
+        type=int,
+        default=100,
+        metavar="K",
+        help="workflows per Jobferry.submit_many call; 1: one submit each (default: 100)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep work dirs (logs)")
     parser.add_argument(
         "--merge",
@@ -157,6 +164,7 @@ def parse(argv: list[str] | None) -> BenchSettings:
         pairs=args.pairs,
         pairs_up_to=args.pairs_up_to,
         warm_up_jobs=args.warm_up,
+        submit_batch=args.submit_batch,
     )
 
 
