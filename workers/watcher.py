@@ -47,6 +47,10 @@ log = logging.getLogger("jobferry.watcher")
 Resource = Literal["jobs", "pods"]
 WATCH_SECONDS = 30
 """Each watch request asks the server to end it after this long; it resumes at once."""
+RV_WRITE_SECONDS = 1.0
+"""An event that changes nothing the cache keeps (a pod bound to its node, a finalizer
+removed) is not written; its resourceVersion is, at most this often. Resuming from an older
+one replays a few events, which write what the cache holds already."""
 LEASE_PREFIX = "jobferry:watch:lease:"
 
 # Renews a lease only for its holder; returns 1 when renewed.
@@ -180,6 +184,9 @@ class ResourceWatch(threading.Thread):
         self.stopping = threading.Event()
         self.connected = False
         self._seen: dict[str, str] = {}
+        self._written: dict[str, str] = {}
+        """Name -> the cache value this watch last wrote for it (trimmed, as JSON)."""
+        self._rv_written_at = 0.0
         self._write_script = client.register_script(_FENCED_WRITE)
 
     def stop(self) -> None:
@@ -207,12 +214,14 @@ class ResourceWatch(threading.Thread):
             # The version is compacted away (or was never valid): start over from a list.
             except Gone as exc:
                 self.connected = False
+                self._written.clear()
                 log.warning("%s: %s; listing again", self.name, exc.message)
                 self._error(f"410 Gone: {exc.message}", relist=True)
                 rv = None
             # The API server or Redis failed: say so, mark the cache untrusted, back off.
             except (BackendError, redis.RedisError) as exc:
                 self.connected = False
+                self._written.clear()
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
                 text = exc.message if isinstance(exc, BackendError) else str(exc)
@@ -222,6 +231,7 @@ class ResourceWatch(threading.Thread):
             # Anything else is a bug: log it loudly and keep watching after a pause.
             except Exception as exc:
                 self.connected = False
+                self._written.clear()
                 log.exception("%s crashed; restarting it", self.name)
                 self._error(f"{type(exc).__name__}: {exc}")
                 self.stopping.wait(5.0)
@@ -275,6 +285,7 @@ class ResourceWatch(threading.Thread):
         if not self._fenced(write):
             return
         self._seen.clear()
+        self._written.clear()
         for job in now.values():
             self._job_changed(job, listed=True)
         for job in vanished:
@@ -296,6 +307,7 @@ class ResourceWatch(threading.Thread):
         if not self._fenced(write):
             return
         self._seen.clear()
+        self._written.clear()
         for pod in items:
             self._pod_changed(pod, listed=True)
 
@@ -314,26 +326,24 @@ class ResourceWatch(threading.Thread):
 
     def _apply(self, event: dict[str, Any]) -> str | None:
         kind, obj = event.get("type"), event.get("object") or {}
-        rv = (obj.get("metadata") or {}).get("resourceVersion")
-        field = f"{self.resource}_rv"
-
-        def write(writes: FencedWrites) -> None:
-            if kind != "BOOKMARK":
-                if self.resource == "jobs":
-                    self._write_job(writes, kind, obj)
-                elif kind == "DELETED":
-                    self._delete_pod(writes, obj)
-                else:
-                    self._write_pod(writes, obj)
-                writes.hset(cache.health_key(self.namespace), "last_event_at", str(time.time()))
-            if rv:
-                writes.hset(cache.health_key(self.namespace), field, rv)
-
-        if not self._fenced(write):
-            return None
+        meta = obj.get("metadata") or {}
+        name, rv = str(meta.get("name") or ""), meta.get("resourceVersion")
+        value, trimmed = None, None
         if kind in ("ADDED", "MODIFIED"):
+            trimmed = cache.trim_job(obj) if self.resource == "jobs" else cache.trim_pod(obj)
+            value = json.dumps(trimmed)
+        unchanged = value is not None and self._written.get(name) == value
+        rv_due = time.monotonic() - self._rv_written_at >= RV_WRITE_SECONDS
+        if not unchanged or (rv and rv_due):
+            if not self._write_event(kind, obj, value if not unchanged else None, rv):
+                return None
+            if kind == "DELETED":
+                self._written.pop(name, None)
+            elif value is not None:
+                self._written[name] = value
+        if trimmed is not None:
             if self.resource == "jobs":
-                self._job_changed(cache.trim_job(obj))
+                self._job_changed(trimmed)
             else:
                 self._pod_changed(obj)
         elif kind == "DELETED":
@@ -342,21 +352,51 @@ class ResourceWatch(threading.Thread):
                 self._wake(obj, "Job deleted")
         return str(rv) if rv else None
 
-    def _write_job(self, writes: FencedWrites, kind: Any, obj: dict[str, Any]) -> None:
-        ns, name = self.namespace, obj["metadata"]["name"]
-        if kind == "DELETED":
-            writes.hdel(cache.jobs_key(ns), name)
-            writes.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
-        else:
-            writes.hset(cache.jobs_key(ns), name, json.dumps(cache.trim_job(obj)))
-            writes.delete(cache.gone_key(ns, name))
+    def _write_event(self, kind: Any, obj: dict[str, Any], value: str | None, rv: Any) -> bool:
+        """Write one event (`value`: the object as the cache keeps it; None: only `rv`)."""
+        health = cache.health_key(self.namespace)
 
-    def _write_pod(self, writes: FencedWrites, pod: dict[str, Any]) -> None:
+        def write(writes: FencedWrites) -> None:
+            if kind == "DELETED":
+                if self.resource == "jobs":
+                    self._delete_job(writes, obj)
+                else:
+                    self._delete_pod(writes, obj)
+            elif value is not None:
+                if self.resource == "jobs":
+                    self._write_job(writes, obj, value)
+                else:
+                    self._write_pod(writes, obj, value)
+            if kind != "BOOKMARK" and (kind == "DELETED" or value is not None):
+                writes.hset(health, "last_event_at", str(time.time()))
+            if rv:
+                writes.hset(health, f"{self.resource}_rv", rv)
+
+        if not self._fenced(write):
+            return False
+        if rv:
+            self._rv_written_at = time.monotonic()
+        return True
+
+    def _write_job(self, writes: FencedWrites, job: dict[str, Any], value: str) -> None:
+        ns, name = self.namespace, job["metadata"]["name"]
+        writes.hset(cache.jobs_key(ns), name, value)
+        writes.delete(cache.gone_key(ns, name))
+
+    def _delete_job(self, writes: FencedWrites, job: dict[str, Any]) -> None:
+        ns, name = self.namespace, job["metadata"]["name"]
+        writes.hdel(cache.jobs_key(ns), name)
+        writes.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
+
+    def _write_pod(
+        self, writes: FencedWrites, pod: dict[str, Any], value: str | None = None
+    ) -> None:
         job = cache.pod_job(pod)
         if job is None:
             return
         name = pod["metadata"]["name"]
-        writes.hset(cache.pods_key(self.namespace, job), name, json.dumps(cache.trim_pod(pod)))
+        value = value if value is not None else json.dumps(cache.trim_pod(pod))
+        writes.hset(cache.pods_key(self.namespace, job), name, value)
         writes.hset(cache.podjob_key(self.namespace), name, job)
 
     def _delete_pod(self, writes: FencedWrites, pod: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ the writes are one Lua script on a real redis-server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from workers import cache
 from workers.backends.kubernetes import KubernetesBackend
 from workers.watcher import (
     LEASE_PREFIX,
+    RV_WRITE_SECONDS,
     FencedWrites,
     NamespaceWatch,
     ResourceWatch,
@@ -59,6 +61,44 @@ def test_the_holder_writes_events(watch: ResourceWatch, redis_client: redis.Redi
     assert redis_client.hexists(cache.jobs_key(NS), "j1")
     assert redis_client.hget(cache.health_key(NS), "jobs_rv") == b"7"
     assert not watch.stopping.is_set()
+
+
+def test_an_event_that_changes_nothing_the_cache_keeps_is_not_written(
+    watch: ResourceWatch, redis_client: redis.Redis
+) -> None:
+    assert watch._apply(job_event("j1", "7")) == "7"
+    # Marks the cached value: a write of the event would replace it.
+    redis_client.hset(cache.jobs_key(NS), "j1", "as written")
+    same = job_event("j1", "8")
+    same["type"] = "MODIFIED"
+    same["object"]["metadata"]["finalizers"] = []  # trimmed away: the cache does not keep it
+    assert watch._apply(same) == "8"
+    assert redis_client.hget(cache.jobs_key(NS), "j1") == b"as written"
+    assert redis_client.hget(cache.health_key(NS), "jobs_rv") == b"7"
+    # Its resourceVersion is written once RV_WRITE_SECONDS have passed since the last one.
+    watch._rv_written_at -= RV_WRITE_SECONDS
+    same["object"]["metadata"]["resourceVersion"] = "9"
+    assert watch._apply(same) == "9"
+    assert redis_client.hget(cache.health_key(NS), "jobs_rv") == b"9"
+    assert redis_client.hget(cache.jobs_key(NS), "j1") == b"as written"
+    changed = job_event("j1", "10")
+    changed["object"]["status"] = {"active": 0, "succeeded": 1}
+    assert watch._apply(changed) == "10"
+    assert json.loads(redis_client.hget(cache.jobs_key(NS), "j1") or "")["status"] == {
+        "active": 0,
+        "succeeded": 1,
+    }
+
+
+def test_a_holder_that_lost_its_lease_finds_out_from_events_that_change_nothing(
+    watch: ResourceWatch, redis_client: redis.Redis
+) -> None:
+    assert watch._apply(job_event("j1", "7")) == "7"
+    redis_client.set(LEASE, "holder-b", px=60_000)
+    watch._rv_written_at -= RV_WRITE_SECONDS
+    assert watch._apply(job_event("j1", "8")) is None
+    assert watch.stopping.is_set()
+    assert redis_client.hget(cache.health_key(NS), "jobs_rv") == b"7"
 
 
 def test_a_former_holder_writes_nothing_and_stops(
