@@ -1,0 +1,47 @@
+"""The Celery app `python -m bench.floor` runs: jobferry's Celery set-up, tasks that do nothing.
+
+The same configuration (scheduler.celeryconfig), task names, queues and tracing as jobferry's
+workers; a launch that only counts itself, and the chained check that it leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+from celery import signals
+
+from scheduler.celeryconfig import CHECK_TASK, LAUNCH_TASK, make_celery
+from scheduler.settings import load_settings
+from scheduler.tracing import configure_tracing, instrument_celery
+
+LAUNCHED_KEY = "bench:floor:launched"
+
+settings = load_settings()
+app = make_celery(settings)
+# As workers/app.py: what a worker publishes sends no `task-sent` event.
+app.conf.task_send_sent_event = False
+_client: redis.Redis | None = None
+
+
+@app.task(name=LAUNCH_TASK, max_retries=None, track_started=False, ignore_result=True)
+def launch(workflow_id: str) -> str:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(settings.redis_url)
+    _client.incr(LAUNCHED_KEY)
+    return workflow_id
+
+
+@app.task(name=CHECK_TASK, max_retries=None, track_started=False)
+def check(workflow_id: str) -> None:
+    return None
+
+
+@signals.worker_init.connect
+def _trace(**_: Any) -> None:
+    # As workers/telemetry.start_worker_process: a provider (no exporter) and task spans.
+    if os.environ.get("FLOOR_TRACING", "1") == "1":
+        configure_tracing("jobferry-worker", os.environ, without_exporter=True)
+        instrument_celery()
