@@ -4,8 +4,9 @@ jobferry gives each workflow a launch task with its status check chained after i
 that shape with tasks that do nothing (`bench.floor_app`): a real redis-server, two real
 Celery workers with jobferry's configuration, pool and tracing (threads, 4 each, both queues,
 as `make bench` runs them), and a producer that sends the launches in kombu publish batches
-of 100, as `Jobferry.submit_many` does. Each launch returns at once; its chained check is
-published with a 300 s countdown and held by a worker, as jobferry's guard check is.
+of 100, as the benchmark's `Jobferry.submit_many` calls of 100 do. Each launch returns at
+once; its chained check is published with a 300 s countdown and held by a worker, as
+jobferry's guard check is.
 
 It reports the CPU spent per workflow by the workers, Redis and the producer from the first
 send until every launch has run and every check is held: the floor under jobferry's own cost
