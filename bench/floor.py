@@ -31,30 +31,15 @@ from typing import Any
 import psutil
 import redis
 
-from scheduler.celeryconfig import (
-    CHECK_TASK,
-    LAUNCH_TASK,
-    launch_task_id,
-    make_celery,
-    outcome_task_id,
-)
+from scheduler.celeryconfig import make_celery, send_launch
 from scheduler.settings import Settings
 from tests.services import ROOT
 
 from .floor_app import LAUNCHED_KEY
-from .processes import BenchError, Redis
+from .processes import BenchError, Redis, cpu_seconds
 
 BATCH = 100
 GUARD_COUNTDOWN_S = 300.0
-
-
-def cpu_seconds(pid: int) -> float:
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        times = proc.cpu_times()
-        total += times.user + times.system
-    return total
 
 
 def start_worker(settings: Settings, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -101,27 +86,13 @@ def measure(n: int, tracing: bool, work: Path) -> dict[str, Any]:
         assert server.process is not None
         pids = {"workers": [w.pid for w in workers], "redis": [server.process.pid]}
         me = psutil.Process()
-        before = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+        before = {k: sum(cpu_seconds(p, children=True) for p in v) for k, v in pids.items()}
         before["producer"] = sum(me.cpu_times()[:2])
         began = time.monotonic()
         for start in range(0, n, BATCH):
             with app.producer_or_acquire() as producer, producer.batch():
                 for index in range(start, min(n, start + BATCH)):
-                    workflow_id = f"floor-{index:05d}"
-                    check = app.signature(
-                        CHECK_TASK,
-                        task_id=outcome_task_id(workflow_id),
-                        countdown=GUARD_COUNTDOWN_S,
-                    )
-                    app.send_task(
-                        LAUNCH_TASK,
-                        args=[workflow_id],
-                        task_id=launch_task_id(workflow_id),
-                        ignore_result=True,
-                        chain=[check],
-                        producer=producer,
-                        retry=False,
-                    )
+                    send_launch(app, f"floor-{index:05d}", producer, GUARD_COUNTDOWN_S)
         sent = time.monotonic() - began
         deadline = time.monotonic() + 600
         # Every launch ran, and every check is held (unacked) by a worker.
@@ -130,7 +101,7 @@ def measure(n: int, tracing: bool, work: Path) -> dict[str, Any]:
                 raise BenchError(f"floor run did not finish in 600 s; see {work}")
             time.sleep(0.05)
         elapsed = time.monotonic() - began
-        after = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+        after = {k: sum(cpu_seconds(p, children=True) for p in v) for k, v in pids.items()}
         after["producer"] = sum(me.cpu_times()[:2])
     finally:
         for worker in workers:

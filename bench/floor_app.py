@@ -14,7 +14,7 @@ from celery import signals
 
 from scheduler.celeryconfig import CHECK_TASK, LAUNCH_TASK, make_celery
 from scheduler.settings import load_settings
-from scheduler.tracing import configure_tracing, instrument_celery
+from workers import telemetry
 
 LAUNCHED_KEY = "bench:floor:launched"
 
@@ -41,7 +41,6 @@ def check(workflow_id: str) -> None:
 
 @signals.worker_init.connect
 def _trace(**_: Any) -> None:
-    # As workers/telemetry.start_worker_process: a provider (no exporter) and task spans.
+    # The workers' own set-up: a provider (no exporter) and task spans.
     if os.environ.get("FLOOR_TRACING", "1") == "1":
-        configure_tracing("jobferry-worker", os.environ, without_exporter=True)
-        instrument_celery()
+        telemetry.start_worker_process()

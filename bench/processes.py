@@ -149,9 +149,9 @@ class CpuSampler:
     def sample(self) -> None:
         spent: dict[str, float] = {}
         for name, pid in self.roots.items():
-            spent[name] = _cpu_seconds(pid, children=True)
+            spent[name] = cpu_seconds(pid, children=True)
         for name, pid in self.alone.items():
-            spent[name] = _cpu_seconds(pid, children=False)
+            spent[name] = cpu_seconds(pid, children=False)
         for proc in psutil.process_iter(["name", "cpu_times"]):
             binary = control_plane_binary(proc.info["name"])
             times = proc.info["cpu_times"]
@@ -171,7 +171,7 @@ class CpuSampler:
         return {"window_s": last[0] - first[0], **spent}
 
 
-def _cpu_seconds(pid: int, children: bool) -> float:
+def cpu_seconds(pid: int, children: bool) -> float:
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)] if children else [root]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu import Producer
 
 from scheduler.settings import Settings
 
@@ -70,6 +71,35 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_soft_shutdown_timeout": settings.soft_shutdown_seconds,
         "enable_utc": True,
     }
+
+
+def send_launch(
+    app: Celery,
+    workflow_id: str,
+    producer: Producer | None = None,
+    check_countdown: float | None = None,
+) -> None:
+    """Publish a workflow's launch, with its status check chained after it.
+
+    The chain goes in the launch's message, as `(launch | check).apply_async()` would put it,
+    but sent directly: Celery's chain drops the `producer` argument (so a publish batch never
+    sees it) and clones and freezes both signatures on every submit. The launch stores no
+    result (the record says where the workflow is). Without ignore_result, Celery's Redis
+    backend subscribes the producer to the launch's result channel at every submit: a
+    SUBSCRIBE and later an UNSUBSCRIBE for nothing. `check_countdown` delays the check when
+    the launch has run (the worker sets it itself; `bench.floor` gives it here).
+    """
+    options = {} if check_countdown is None else {"countdown": check_countdown}
+    check = app.signature(CHECK_TASK, task_id=outcome_task_id(workflow_id), **options)
+    app.send_task(
+        LAUNCH_TASK,
+        args=[workflow_id],
+        task_id=launch_task_id(workflow_id),
+        ignore_result=True,
+        chain=[check],
+        producer=producer,
+        retry=False,
+    )
 
 
 def make_celery(settings: Settings, main: str = "jobferry") -> Celery:

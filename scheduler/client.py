@@ -14,18 +14,15 @@ from typing import TypeVar
 
 import redis
 from celery import Celery
-from kombu import Producer
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from scheduler import tracing
 from scheduler.celeryconfig import (
     CANCEL_TASK,
-    CHECK_TASK,
-    LAUNCH_TASK,
-    launch_task_id,
     make_celery,
     outcome_task_id,
+    send_launch,
 )
 from scheduler.errors import (
     BrokerUnavailableError,
@@ -142,7 +139,7 @@ class Jobferry:
             with self.celery.producer_or_acquire() as producer, producer.batch():
                 for workflow_id in created:
                     with trace.use_span(spans[workflow_id], end_on_exit=False):
-                        self._send_launch(workflow_id, producer)
+                        send_launch(self.celery, workflow_id, producer)
         except Exception as exc:
             # Some launches may have reached the queue: with their records gone they end at
             # once, and a resubmit queues the workflows again.
@@ -170,7 +167,7 @@ class Jobferry:
                 )
             return WorkflowHandle(self, workflow_id)
         try:
-            self._send_launch(workflow_id)
+            send_launch(self.celery, workflow_id)
         except Exception as exc:
             # Roll back so a retry of this submit queues the workflow instead of finding a
             # record with no launch behind it.
@@ -261,27 +258,6 @@ class Jobferry:
         self._redis.close()
         if self._celery is not None:
             self._celery.close()
-
-    def _send_launch(self, workflow_id: str, producer: Producer | None = None) -> None:
-        """Publish the launch, with the status check chained after it.
-
-        The chain goes in the launch's message, as `(launch | check).apply_async()` would put
-        it, but sent directly: Celery's chain drops the `producer` argument (so a publish
-        batch never sees it) and clones and freezes both signatures on every submit.
-        The launch stores no result (the record says where the workflow is). Without
-        ignore_result, Celery's Redis backend subscribes this producer to the launch's
-        result channel at every submit: a SUBSCRIBE and later an UNSUBSCRIBE for nothing.
-        """
-        check = self.celery.signature(CHECK_TASK, task_id=outcome_task_id(workflow_id))
-        self.celery.send_task(
-            LAUNCH_TASK,
-            args=[workflow_id],
-            task_id=launch_task_id(workflow_id),
-            ignore_result=True,
-            chain=[check],
-            producer=producer,
-            retry=False,
-        )
 
     def _redis_call(self, call: Callable[[], T]) -> T:
         try:

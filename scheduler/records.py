@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
 import redis
+from redis.client import Pipeline
 
 from scheduler.models import (
     WorkflowOutcome,
@@ -164,7 +165,7 @@ class RecordStore:
         pipe = self._redis.pipeline(transaction=False)
         for request, carrier in requests:
             keys, args = self._create_call(request, now, carrier)
-            pipe.eval(_CREATE, len(keys), *keys, *args)
+            self._create(keys=keys, args=args, client=pipe)
         return [_text(found) or None for found in pipe.execute()]
 
     def discard(self, workflow_ids: Sequence[str]) -> None:
@@ -331,8 +332,14 @@ class _Script:
         self._client = client
         self._source = source
 
-    def __call__(self, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        return self._client.eval(self._source, len(keys), *keys, *args)
+    def __call__(
+        self,
+        keys: Sequence[str],
+        args: Sequence[str | int | float],
+        client: redis.Redis | Pipeline | None = None,
+    ) -> Any:
+        """Run the script, or queue it on `client` when that is a pipeline."""
+        return (client or self._client).eval(self._source, len(keys), *keys, *args)
 
 
 class Loaded(NamedTuple):
