@@ -51,6 +51,10 @@ RV_WRITE_SECONDS = 1.0
 """An event that changes nothing the cache keeps (a pod bound to its node, a finalizer
 removed) is not written; its resourceVersion is, at most this often. Resuming from an older
 one replays a few events, which write what the cache holds already."""
+RESUME_QUIET_SECONDS = 0.5
+"""A watch resumed from a stored resourceVersion is trusted at its first event, or once it
+has been open this long without an error. A version the server has forgotten gets its 410
+within milliseconds of the request opening; until then the cache may be stale."""
 LEASE_PREFIX = "jobferry:watch:lease:"
 
 # Renews a lease only for its holder; returns 1 when renewed.
@@ -182,7 +186,9 @@ class ResourceWatch(threading.Thread):
         self.backend, self.redis, self.namespace = backend, client, namespace
         self.resource, self.selector, self.waker = resource, selector, waker
         self.stopping = threading.Event()
-        self.connected = False
+        self._trusted = False
+        self._resumed_at: float | None = None
+        """When a resumed watch's request opened (monotonic); None when no such watch is open."""
         self._seen: dict[str, str] = {}
         self._written: dict[str, str] = {}
         """Name -> the cache value this watch last wrote for it (trimmed, as JSON)."""
@@ -192,6 +198,19 @@ class ResourceWatch(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the cache this watch writes can be trusted now.
+
+        At once after a list. After a resume from a stored resourceVersion, at the first
+        event or `RESUME_QUIET_SECONDS` after the request opened with no error: until then the
+        server may still answer 410 Gone, and the cache may miss what happened meanwhile.
+        """
+        if self._trusted:
+            return True
+        opened = self._resumed_at
+        return opened is not None and time.monotonic() - opened >= RESUME_QUIET_SECONDS
+
     def run(self) -> None:
         rv: str | None = self._stored_rv()
         failures = 0
@@ -199,29 +218,27 @@ class ResourceWatch(threading.Thread):
             try:
                 if rv is None:
                     rv = self._relist()
-                if not self.connected:
-                    self.connected = True
-                    # The heartbeat may say fresh now, not at the next tick up to 1 s away.
-                    if self.on_connected is not None:
-                        self.on_connected()
-                for event in self.backend.watch(
+                    self._trust()
+                events = self.backend.watch(
                     self.resource, self.namespace, self.selector, rv, WATCH_SECONDS
-                ):
+                )
+                if not self._trusted and self._resumed_at is None:
+                    self._resumed_at = time.monotonic()
+                for event in events:
+                    self._trust()
                     rv = self._apply(event) or rv
                     if self.stopping.is_set():
                         break
                 failures = 0
             # The version is compacted away (or was never valid): start over from a list.
             except Gone as exc:
-                self.connected = False
-                self._written.clear()
+                self._distrust()
                 log.warning("%s: %s; listing again", self.name, exc.message)
                 self._error(f"410 Gone: {exc.message}", relist=True)
                 rv = None
             # The API server or Redis failed: say so, mark the cache untrusted, back off.
             except (BackendError, redis.RedisError) as exc:
-                self.connected = False
-                self._written.clear()
+                self._distrust()
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
                 text = exc.message if isinstance(exc, BackendError) else str(exc)
@@ -230,12 +247,24 @@ class ResourceWatch(threading.Thread):
                 self.stopping.wait(delay)
             # Anything else is a bug: log it loudly and keep watching after a pause.
             except Exception as exc:
-                self.connected = False
-                self._written.clear()
+                self._distrust()
                 log.exception("%s crashed; restarting it", self.name)
                 self._error(f"{type(exc).__name__}: {exc}")
                 self.stopping.wait(5.0)
-        self.connected = False
+        self._distrust()
+
+    def _trust(self) -> None:
+        if self._trusted:
+            return
+        self._trusted = True
+        # The heartbeat may say fresh now, not at the next tick up to 1 s away.
+        if self.on_connected is not None:
+            self.on_connected()
+
+    def _distrust(self) -> None:
+        self._trusted = False
+        self._resumed_at = None
+        self._written.clear()
 
     def _stored_rv(self) -> str | None:
         value = self.redis.hget(cache.health_key(self.namespace), f"{self.resource}_rv")

@@ -1,4 +1,4 @@
-"""A namespace's cache is trusted as soon as both of its watches are connected.
+"""A namespace's cache is trusted as soon as both of its watches can be: listed, or resumed safely.
 
 Launches ask whether the cache is fresh to pick their first check's interval: while it is
 not, each workflow comes back for a check 2 s later. The watcher takes a namespace at a tick
@@ -87,3 +87,48 @@ def test_the_heartbeat_says_fresh_when_the_watches_connect_not_a_tick_later(
         thread.join(timeout=10)
     assert not thread.is_alive()
     assert not cache.read_health(redis_client, NS).fresh
+
+
+def resumed_watch(
+    backend: KubernetesBackend, redis_client: redis.Redis, resource_version: str
+) -> ResourceWatch:
+    """A pods watch that resumes from `resource_version`, as after a restart or a takeover."""
+    redis_client.hset(cache.health_key(NS), "pods_rv", resource_version)
+    return ResourceWatch(backend, redis_client, NS, "pods", "app=x", waker(redis_client))
+
+
+def test_a_watch_resumed_from_a_forgotten_version_is_trusted_only_after_it_listed_again(
+    backend: KubernetesBackend, redis_client: redis.Redis, kube_emulator: KubeEmulator
+) -> None:
+    # Until the 410 comes the cache may miss anything that happened since the stored version,
+    # so a check must not trust it. The server takes a moment to answer, as a busy one does.
+    kube_emulator.add_namespace("moves-the-version-on")
+    kube_emulator.compact()
+    kube_emulator.delay_next("GET", r"/pods", 0.5)
+    watch = resumed_watch(backend, redis_client, "1")
+    watch.start()
+    try:
+        wait_for("the watch to be trusted", lambda: watch.connected, timeout=10, interval=0.001)
+        health = cache.read_health(redis_client, NS)
+    finally:
+        watch.stop()
+        watch.join(timeout=10)
+    assert health.relists == 1
+    assert "410 Gone" in health.last_error
+
+
+def test_a_watch_resumed_from_a_kept_version_is_trusted_without_any_event(
+    backend: KubernetesBackend, redis_client: redis.Redis
+) -> None:
+    # A standby taking over an idle namespace: no event may come for a long while.
+    version = backend.list_objects("pods", NS, "app=x")["metadata"]["resourceVersion"]
+    watch = resumed_watch(backend, redis_client, version)
+    watch.start()
+    try:
+        wait_for("the watch to be trusted", lambda: watch.connected, timeout=10)
+        health = cache.read_health(redis_client, NS)
+    finally:
+        watch.stop()
+        watch.join(timeout=10)
+    assert health.relists == 0
+    assert health.pods_rv == version

@@ -256,14 +256,16 @@ class KubernetesBackend(JobBackend):
         resource_version: str,
         timeout_seconds: int,
     ) -> Iterator[dict[str, Any]]:
-        """Watch events (`type`, `object`) from `resource_version` until the server ends the watch.
+        """Open a watch from `resource_version`; iterate its events (`type`, `object`).
 
-        Bookmarks are asked for, so an idle watch still moves its resourceVersion on. One
-        request per watch, charged once to the API budget however many events it carries.
+        The request is made here, not at the first event, so the caller knows the server has
+        answered. Bookmarks are asked for, so an idle watch still moves its resourceVersion on.
+        One request per watch, charged once to the API budget however many events it carries.
 
         Raises:
-            Gone: the resourceVersion is too old (410); list again.
-            TemporaryError: the watch broke; resume from the last resourceVersion seen.
+            Gone: the resourceVersion is too old (410); list again. Here, or from the events.
+            TemporaryError: the watch broke; resume from the last resourceVersion seen. Here,
+                or from the events.
         """
         self._budget.acquire()
         try:
@@ -287,25 +289,7 @@ class KubernetesBackend(JobBackend):
             raise TemporaryError(
                 f"the Kubernetes API did not open the watch of {resource}: {_short(exc)}"
             ) from exc
-        try:
-            for line in iter_resp_lines(response):
-                if not line:
-                    continue
-                event: dict[str, Any] = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    message = str(status.get("message") or status)
-                    if status.get("code") == 410:
-                        raise Gone(f"watch of {resource} in {namespace!r}: {message}")
-                    raise TemporaryError(f"watch of {resource} in {namespace!r}: {message}")
-                yield event
-        # The stream broke (server restart, network): the caller resumes from its last version.
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise TemporaryError(
-                f"the watch of {resource} in {namespace!r} broke: {_short(exc)}"
-            ) from exc
-        finally:
-            response.release_conn()
+        return _watch_events(response, resource, namespace)
 
     def owned_jobs(self, namespace: str, selector: str) -> list[tuple[str, str]]:
         listing = self.list_objects("jobs", namespace, selector)
@@ -450,6 +434,29 @@ def _retry_after(exc: ApiException) -> float | None:
     # HTTP-date forms are rare from the API server; fall back to our own backoff.
     except ValueError:
         return None
+
+
+def _watch_events(response: Any, resource: str, namespace: str) -> Iterator[dict[str, Any]]:
+    """The events of an open watch; an ERROR event is raised as `Gone` or `TemporaryError`."""
+    try:
+        for line in iter_resp_lines(response):
+            if not line:
+                continue
+            event: dict[str, Any] = json.loads(line)
+            if event.get("type") == "ERROR":
+                status = event.get("object") or {}
+                message = str(status.get("message") or status)
+                if status.get("code") == 410:
+                    raise Gone(f"watch of {resource} in {namespace!r}: {message}")
+                raise TemporaryError(f"watch of {resource} in {namespace!r}: {message}")
+            yield event
+    # The stream broke (server restart, network): the caller resumes from its last version.
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        raise TemporaryError(
+            f"the watch of {resource} in {namespace!r} broke: {_short(exc)}"
+        ) from exc
+    finally:
+        response.release_conn()
 
 
 def _short(exc: BaseException) -> str:
