@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, cast
 
 import redis
@@ -55,6 +56,10 @@ RESUME_QUIET_SECONDS = 0.5
 """A watch resumed from a stored resourceVersion is trusted at its first event, or once it
 has been open this long without an error. A version the server has forgotten gets its 410
 within milliseconds of the request opening; until then the cache may be stale."""
+BATCH_EVENTS = 500
+"""At most this many events that arrived while the last were written go into one write."""
+QUEUED_EVENTS = 10_000
+"""Events read ahead of the writes; past this the reader stops reading (the server buffers)."""
 LEASE_PREFIX = "jobferry:watch:lease:"
 
 # Renews a lease only for its holder; returns 1 when renewed.
@@ -91,7 +96,7 @@ return 1
 
 
 class FencedWrites:
-    """The cache writes of one event or listing, collected for one `_FENCED_WRITE` call.
+    """The cache writes of one listing or batch of events, collected for one `_FENCED_WRITE`.
 
     Offers the few redis-py pipeline methods the watch uses. A large mapping is split into
     several HSETs, each within the Lua stack's limit on unpacked arguments (about 8,000).
@@ -166,6 +171,81 @@ class Waker:
         )
 
 
+class EventReader(threading.Thread):
+    """Reads one watch request's events into a queue, so its writer can take what piled up.
+
+    Writing each event as it comes costs a Redis round trip per event. While one write is
+    out, the events that arrive queue here, and the next write takes all of them at once:
+    the busier the namespace, the larger the batch, the fewer writes per event.
+    """
+
+    _END = object()
+
+    def __init__(self, events: Iterator[dict[str, Any]], name: str) -> None:
+        super().__init__(name=f"{name}-reader", daemon=True)
+        self._events = events
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUED_EVENTS)
+        self._abandoned = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for event in self._events:
+                if not self._put(event):
+                    return
+        # The watch broke or got 410 Gone: the writer raises it after the events before it.
+        except Exception as exc:
+            self._put(exc)
+            return
+        self._put(self._END)
+
+    def _put(self, item: Any) -> bool:
+        """Queue `item`; False once the writer has gone (then this thread ends)."""
+        while not self._abandoned.is_set():
+            try:
+                self._queue.put(item, timeout=1.0)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def abandon(self) -> None:
+        """The writer is done with this request: stop at the next event or the watch's end.
+
+        The request ends by itself within its timeout (`WATCH_SECONDS`) if no event comes.
+        """
+        self._abandoned.set()
+
+    def batches(self, stopping: threading.Event) -> Iterator[list[dict[str, Any]]]:
+        """The queued events in order, in batches of at most `BATCH_EVENTS`.
+
+        Ends when the request ends or `stopping` is set; raises what broke the watch once
+        the events read before it are yielded.
+        """
+        while not stopping.is_set():
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            batch: list[dict[str, Any]] = []
+            while True:
+                if isinstance(item, Exception):
+                    if batch:
+                        yield batch
+                    raise item
+                if item is self._END:
+                    if batch:
+                        yield batch
+                    return
+                batch.append(item)
+                if len(batch) >= BATCH_EVENTS:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            yield batch
+
+
 class ResourceWatch(threading.Thread):
     """LIST then WATCH one resource in one namespace, forever, writing the cache."""
 
@@ -224,11 +304,14 @@ class ResourceWatch(threading.Thread):
                 )
                 if not self._trusted and self._resumed_at is None:
                     self._resumed_at = time.monotonic()
-                for event in events:
-                    self._trust()
-                    rv = self._apply(event) or rv
-                    if self.stopping.is_set():
-                        break
+                reader = EventReader(events, self.name)
+                reader.start()
+                try:
+                    for batch in reader.batches(self.stopping):
+                        self._trust()
+                        rv = self._apply(*batch) or rv
+                finally:
+                    reader.abandon()
                 failures = 0
             # The version is compacted away (or was never valid): start over from a list.
             except Gone as exc:
@@ -302,16 +385,15 @@ class ResourceWatch(threading.Thread):
         now = {item["metadata"]["name"]: cache.trim_job(item) for item in items}
         vanished = [job for name, job in before.items() if name not in now]
 
-        def write(writes: FencedWrites) -> None:
-            writes.delete(cache.jobs_key(ns))
-            if now:
-                writes.hset(cache.jobs_key(ns), mapping={k: json.dumps(v) for k, v in now.items()})
-            for job in vanished:
-                name = job["metadata"]["name"]
-                writes.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
-            writes.hset(cache.health_key(ns), "jobs_rv", rv)
-
-        if not self._fenced(write):
+        writes = FencedWrites()
+        writes.delete(cache.jobs_key(ns))
+        if now:
+            writes.hset(cache.jobs_key(ns), mapping={k: json.dumps(v) for k, v in now.items()})
+        for job in vanished:
+            name = job["metadata"]["name"]
+            writes.set(cache.gone_key(ns, name), "1", ex=cache.TOMBSTONE_SECONDS)
+        writes.hset(cache.health_key(ns), "jobs_rv", rv)
+        if not self._fenced(writes):
             return
         self._seen.clear()
         self._written.clear()
@@ -325,51 +407,97 @@ class ResourceWatch(threading.Thread):
         ns = self.namespace
         index = cast(dict[Any, Any], self.redis.hgetall(cache.podjob_key(ns)))
 
-        def write(writes: FencedWrites) -> None:
-            for job in {cache._text(v) for v in index.values()}:
-                writes.delete(cache.pods_key(ns, job))
-            writes.delete(cache.podjob_key(ns))
-            for pod in items:
-                self._write_pod(writes, pod)
-            writes.hset(cache.health_key(ns), "pods_rv", rv)
-
-        if not self._fenced(write):
+        writes = FencedWrites()
+        for job in {cache._text(v) for v in index.values()}:
+            writes.delete(cache.pods_key(ns, job))
+        writes.delete(cache.podjob_key(ns))
+        for pod in items:
+            self._write_pod(writes, pod)
+        writes.hset(cache.health_key(ns), "pods_rv", rv)
+        if not self._fenced(writes):
             return
         self._seen.clear()
         self._written.clear()
         for pod in items:
             self._pod_changed(pod, listed=True)
 
-    def _fenced(self, write: Callable[[FencedWrites], None]) -> bool:
-        """Apply the writes `write` queues in one Lua script that first checks this process
-        still holds the namespace's lease: atomic, and one round trip per event. False, and
-        the watch stops, when the lease moved on (this process stalled): the new holder
+    def _fenced(self, writes: FencedWrites) -> bool:
+        """Apply `writes` in one Lua script that first checks this process still holds the
+        namespace's lease: atomic, and one round trip per listing or batch of events. False,
+        and the watch stops, when the lease moved on (this process stalled): the new holder
         writes from now on."""
-        writes = FencedWrites()
-        write(writes)
         keys = [LEASE_PREFIX + self.namespace, *writes.keys]
         if self._write_script(keys=keys, args=[self.holder, *writes.args]):
             return True
         self.stopping.set()
         return False
 
-    def _apply(self, event: dict[str, Any]) -> str | None:
-        kind, obj = event.get("type"), event.get("object") or {}
-        meta = obj.get("metadata") or {}
-        name, rv = str(meta.get("name") or ""), meta.get("resourceVersion")
-        value, trimmed = None, None
-        if kind in ("ADDED", "MODIFIED"):
-            trimmed = cache.trim_job(obj) if self.resource == "jobs" else cache.trim_pod(obj)
-            value = json.dumps(trimmed)
-        unchanged = value is not None and self._written.get(name) == value
-        rv_due = time.monotonic() - self._rv_written_at >= RV_WRITE_SECONDS
-        if not unchanged or (rv and rv_due):
-            if not self._write_event(kind, obj, value if not unchanged else None, rv):
-                return None
+    def _apply(self, *events: dict[str, Any]) -> str | None:
+        """Write `events` to the cache in one fenced write, then act on them in order.
+
+        Returns the resourceVersion to resume from: the last event's (the cache holds what it
+        says, written now or before). None when no event carries one, or when the lease was
+        lost (nothing written).
+        """
+        writes = FencedWrites()
+        health = cache.health_key(self.namespace)
+        written: dict[str, str | None] = {}
+        """Name -> its new value in `_written` (None: forget it), once the write is done."""
+        changed = False
+        rv: Any = None
+        acts: list[tuple[Any, dict[str, Any], dict[str, Any] | None]] = []
+        for event in events:
+            kind, obj = event.get("type"), event.get("object") or {}
+            meta = obj.get("metadata") or {}
+            name, rv = str(meta.get("name") or ""), meta.get("resourceVersion") or rv
+            trimmed = None
             if kind == "DELETED":
+                self._delete_object(writes, obj)
+                written[name], changed = None, True
+            elif kind in ("ADDED", "MODIFIED"):
+                trimmed = self._trim(obj)
+                value = json.dumps(trimmed)
+                last = written[name] if name in written else self._written.get(name)
+                if value != last:
+                    self._write_object(writes, obj, value)
+                    written[name], changed = value, True
+            acts.append((kind, obj, trimmed))
+        rv_due = time.monotonic() - self._rv_written_at >= RV_WRITE_SECONDS
+        if changed:
+            writes.hset(health, "last_event_at", str(time.time()))
+        if rv and (changed or rv_due):
+            writes.hset(health, f"{self.resource}_rv", rv)
+        if writes.keys:
+            if not self._fenced(writes):
+                return None
+            if rv:
+                self._rv_written_at = time.monotonic()
+        for name, wrote in written.items():
+            if wrote is None:
                 self._written.pop(name, None)
-            elif value is not None:
-                self._written[name] = value
+            else:
+                self._written[name] = wrote
+        for kind, obj, trimmed in acts:
+            self._act(kind, obj, trimmed)
+        return str(rv) if rv else None
+
+    def _trim(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return cache.trim_job(obj) if self.resource == "jobs" else cache.trim_pod(obj)
+
+    def _write_object(self, writes: FencedWrites, obj: dict[str, Any], value: str) -> None:
+        if self.resource == "jobs":
+            self._write_job(writes, obj, value)
+        else:
+            self._write_pod(writes, obj, value)
+
+    def _delete_object(self, writes: FencedWrites, obj: dict[str, Any]) -> None:
+        if self.resource == "jobs":
+            self._delete_job(writes, obj)
+        else:
+            self._delete_pod(writes, obj)
+
+    def _act(self, kind: Any, obj: dict[str, Any], trimmed: dict[str, Any] | None) -> None:
+        """Wake or note what one written event means for its workflow."""
         if trimmed is not None:
             if self.resource == "jobs":
                 self._job_changed(trimmed)
@@ -379,33 +507,6 @@ class ResourceWatch(threading.Thread):
             self._seen.pop(obj["metadata"]["name"], None)
             if self.resource == "jobs":
                 self._wake(obj, "Job deleted")
-        return str(rv) if rv else None
-
-    def _write_event(self, kind: Any, obj: dict[str, Any], value: str | None, rv: Any) -> bool:
-        """Write one event (`value`: the object as the cache keeps it; None: only `rv`)."""
-        health = cache.health_key(self.namespace)
-
-        def write(writes: FencedWrites) -> None:
-            if kind == "DELETED":
-                if self.resource == "jobs":
-                    self._delete_job(writes, obj)
-                else:
-                    self._delete_pod(writes, obj)
-            elif value is not None:
-                if self.resource == "jobs":
-                    self._write_job(writes, obj, value)
-                else:
-                    self._write_pod(writes, obj, value)
-            if kind != "BOOKMARK" and (kind == "DELETED" or value is not None):
-                writes.hset(health, "last_event_at", str(time.time()))
-            if rv:
-                writes.hset(health, f"{self.resource}_rv", rv)
-
-        if not self._fenced(write):
-            return False
-        if rv:
-            self._rv_written_at = time.monotonic()
-        return True
 
     def _write_job(self, writes: FencedWrites, job: dict[str, Any], value: str) -> None:
         ns, name = self.namespace, job["metadata"]["name"]

@@ -90,6 +90,30 @@ def test_an_event_that_changes_nothing_the_cache_keeps_is_not_written(
     }
 
 
+def evalsha_calls(client_: redis.Redis) -> int:
+    stats = client_.info("commandstats").get("cmdstat_evalsha") or {"calls": 0}
+    return int(stats["calls"])
+
+
+def test_events_that_piled_up_are_written_in_one_call(
+    watch: ResourceWatch, redis_client: redis.Redis
+) -> None:
+    watch._apply(job_event("j0", "6"))  # loads the script: one EVALSHA per write from now on
+    before = evalsha_calls(redis_client)
+    deleted = job_event("j1", "9")
+    deleted["type"] = "DELETED"
+    assert watch._apply(job_event("j1", "7"), job_event("j2", "8"), deleted) == "9"
+    assert evalsha_calls(redis_client) - before == 1
+    # In order: j1 written then deleted (its tombstone left), j2 written, the last rv kept.
+    assert not redis_client.hexists(cache.jobs_key(NS), "j1")
+    assert redis_client.exists(cache.gone_key(NS, "j1"))
+    assert redis_client.hexists(cache.jobs_key(NS), "j2")
+    assert redis_client.hget(cache.health_key(NS), "jobs_rv") == b"9"
+    # What the batch wrote is remembered: j2 again, unchanged, writes nothing.
+    assert watch._apply(job_event("j2", "10")) == "10"
+    assert evalsha_calls(redis_client) - before == 1
+
+
 def test_a_holder_that_lost_its_lease_finds_out_from_events_that_change_nothing(
     watch: ResourceWatch, redis_client: redis.Redis
 ) -> None:
@@ -115,13 +139,11 @@ def test_a_takeover_while_the_writes_are_collected_voids_them(
     watch: ResourceWatch, redis_url: str
 ) -> None:
     other = redis.Redis.from_url(redis_url)
-
-    def write(writes: FencedWrites) -> None:
-        writes.hset(cache.jobs_key(NS), "j1", "{}")
-        # Another replica takes the namespace before this one's writes reach Redis.
-        other.set(LEASE, "holder-b", px=60_000)
-
-    assert not watch._fenced(write)
+    writes = FencedWrites()
+    writes.hset(cache.jobs_key(NS), "j1", "{}")
+    # Another replica takes the namespace before this one's writes reach Redis.
+    other.set(LEASE, "holder-b", px=60_000)
+    assert not watch._fenced(writes)
     assert not other.exists(cache.jobs_key(NS))
     assert watch.stopping.is_set()
     other.close()
@@ -131,13 +153,11 @@ def test_its_own_renewal_meanwhile_does_not_stop_the_write(
     watch: ResourceWatch, redis_url: str
 ) -> None:
     other = redis.Redis.from_url(redis_url)
-
-    def write(writes: FencedWrites) -> None:
-        writes.hset(cache.jobs_key(NS), "j1", "{}")
-        # The holder's main thread renews the lease (PEXPIRE) at this moment.
-        other.pexpire(LEASE, 60_000)
-
-    assert watch._fenced(write)
+    writes = FencedWrites()
+    writes.hset(cache.jobs_key(NS), "j1", "{}")
+    # The holder's main thread renews the lease (PEXPIRE) at this moment.
+    other.pexpire(LEASE, 60_000)
+    assert watch._fenced(writes)
     assert other.hget(cache.jobs_key(NS), "j1") == b"{}"
     assert not watch.stopping.is_set()
     other.close()
@@ -146,14 +166,12 @@ def test_its_own_renewal_meanwhile_does_not_stop_the_write(
 def test_a_large_listing_is_written_whole(watch: ResourceWatch, redis_client: redis.Redis) -> None:
     # 5,000 Jobs are 10,000 HSET arguments: more than one Lua call can unpack at once.
     jobs = {f"j{i}": "{}" for i in range(5000)}
-
-    def write(writes: FencedWrites) -> None:
-        writes.delete(cache.jobs_key(NS))
-        writes.hset(cache.jobs_key(NS), mapping=jobs)
-        writes.set(cache.gone_key(NS, "old"), "1", ex=60)
-        writes.hdel(cache.jobs_key(NS), "j0")
-
-    assert watch._fenced(write)
+    writes = FencedWrites()
+    writes.delete(cache.jobs_key(NS))
+    writes.hset(cache.jobs_key(NS), mapping=jobs)
+    writes.set(cache.gone_key(NS, "old"), "1", ex=60)
+    writes.hdel(cache.jobs_key(NS), "j0")
+    assert watch._fenced(writes)
     assert redis_client.hlen(cache.jobs_key(NS)) == 4999
     assert 0 < redis_client.ttl(cache.gone_key(NS, "old")) <= 60
 

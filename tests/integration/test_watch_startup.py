@@ -23,9 +23,10 @@ from tests.kube_emulator import KubeEmulator
 from tests.services import wait_for
 from workers import cache
 from workers.backends.kubernetes import KubernetesBackend
-from workers.watcher import ResourceWatch, Waker, Watcher
+from workers.watcher import LEASE_PREFIX, ResourceWatch, Waker, Watcher
 
 NS = "default"
+HOLDER = "holder-a"
 
 
 @pytest.fixture
@@ -37,6 +38,12 @@ def backend(
     backend = KubernetesBackend.from_settings(settings, environ)
     yield backend
     backend.close()
+
+
+def leased(redis_client: redis.Redis) -> str:
+    """Hold the namespace's lease, as the watcher does before it starts a watch."""
+    redis_client.set(LEASE_PREFIX + NS, HOLDER, px=60_000)
+    return HOLDER
 
 
 def waker(redis_client: redis.Redis) -> Waker:
@@ -55,6 +62,7 @@ def test_a_watch_says_once_that_it_connected(
         "pods",
         "app=x",
         waker(redis_client),
+        holder=leased(redis_client),
         on_connected=lambda: calls.append("connected"),
     )
     watch.start()
@@ -94,7 +102,9 @@ def resumed_watch(
 ) -> ResourceWatch:
     """A pods watch that resumes from `resource_version`, as after a restart or a takeover."""
     redis_client.hset(cache.health_key(NS), "pods_rv", resource_version)
-    return ResourceWatch(backend, redis_client, NS, "pods", "app=x", waker(redis_client))
+    return ResourceWatch(
+        backend, redis_client, NS, "pods", "app=x", waker(redis_client), leased(redis_client)
+    )
 
 
 def test_a_watch_resumed_from_a_forgotten_version_is_trusted_only_after_it_listed_again(
