@@ -34,6 +34,11 @@ class Redis(RedisServer):
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__(workdir)
 
+    def command_calls(self) -> dict[str, int]:
+        """Calls per command since the server started (`INFO commandstats`), e.g. `evalsha`."""
+        stats = self.client().info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
     def memory(self) -> dict[str, float]:
         info = self.client().info("memory")
         return {

@@ -70,6 +70,14 @@ DEFINITIONS = {
         "status.completionTime instead, which has 1 s resolution (truncated), so it reads up "
         "to 1 s high"
     ),
+    "redis_calls_per_workflow": (
+        "Redis calls by command (INFO commandstats) from the first submit to the last outcome, "
+        "/ N: the producer's, the workers' (Celery's broker and results too) and the watcher's"
+    ),
+    "redis_calls_per_workflow": (
+        "Redis calls by command (INFO commandstats) from the first submit to the last outcome, "
+        "/ N: the producer's, the workers' (Celery's broker and results too) and the watcher's"
+    ),
     "worker_rss_mb": (
         "peak of the summed RSS of every jobferry process (launch and status worker trees, "
         "pool children included, and the watcher), sampled every second. RSS counts the "
@@ -152,6 +160,8 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         ("Jobs in flight at once (peak)", lambda r: f"{r['jobferry']['in_flight_peak']:,}"),
         ("worker PSS (shared pages counted once), MB", lambda r: _fmt(r.get("worker_pss_mb"))),
         ("Redis used_memory_peak, MB", lambda r: _fmt(r["redis_used_memory_peak_mb"])),
+        ("Redis calls per workflow, all / EVALSHA (the Lua scripts: records, budget, cache)",
+         _redis_calls),
         ("outcomes", lambda r: ", ".join(f"{k} {v}" for k, v in r["jobferry"]["outcomes"].items())),
         ("watcher", lambda r: _watcher(r["jobferry"]["watcher"])),
         ("load average before (1 min)", lambda r: _fmt(r["machine"]["load_before"][0])),
@@ -230,6 +240,14 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def _redis_calls(result: dict[str, Any]) -> str:
+    """Runs before the count existed have none."""
+    calls = result["jobferry"].get("redis_calls_per_workflow")
+    if not calls:
+        return "n/a"
+    return f"{_fmt(round(sum(calls.values()), 2))} / {_fmt(calls.get('evalsha', 0.0))}"
 
 
 def _watcher(mode: str | bool) -> str:

@@ -360,6 +360,7 @@ def jobferry_phase(
         requests = [
             request(prefix, index, bench_cluster.JOBFERRY_NAMESPACE, duration) for index in range(n)
         ]
+        calls_before = redis_server.command_calls()
         phase = Phase(n, began=time.time())
         ids = submit_all(client, requests, settings.submit_batch)
         phase.extra["submit_s"] = round(time.time() - phase.began, 2)
@@ -374,6 +375,7 @@ def jobferry_phase(
             log,
         )
         phase.ended = time.time()
+        calls = redis_server.command_calls()
         # The last status checks may still be in the API server's counters' flight: settle.
         time.sleep(2)
         phase.requests = apimetrics.delta(before, bench_cluster.scrape(cluster))
@@ -406,6 +408,7 @@ def jobferry_phase(
             },
             worker_rss_by_tree_mb={k: round(v, 1) for k, v in sampler.peak_by_tree_mb.items()},
             redis=redis_server.memory(),
+            redis_calls_per_workflow=calls_per_workflow(calls_before, calls, n),
             watcher="process" if watcher_process else "embedded" if use_watcher else "none",
             jobs_seen=len(timeline.jobs),
             watch_errors=timeline.errors[:5],
@@ -418,6 +421,13 @@ def jobferry_phase(
         for process in processes:
             process.stop()
         redis_server.stop()
+
+
+def calls_per_workflow(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, float]:
+    """Redis calls per workflow by command over a phase, most called first."""
+    delta = {name: count - before.get(name, 0) for name, count in after.items()}
+    ranked = sorted(((c, name) for name, c in delta.items() if c > 0), reverse=True)
+    return {name: round(count / n, 2) for count, name in ranked}
 
 
 def worker_processes(
@@ -696,6 +706,7 @@ def summarise(
             "worker_rss_by_tree_mb": jf.extra["worker_rss_by_tree_mb"],
             "worker_rss_by_process_mb": jf.extra["worker_rss_by_process_mb"],
             "redis": jf.extra["redis"],
+            "redis_calls_per_workflow": jf.extra["redis_calls_per_workflow"],
             "watcher": jf.extra["watcher"],
             "watch_errors": jf.extra["watch_errors"],
         },

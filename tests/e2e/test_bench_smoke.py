@@ -44,6 +44,8 @@ def test_the_benchmark_runs_every_phase(e2e: E2E, tmp_path: Path) -> None:
     assert result["create_throughput_ratio"] > 0
     assert result["worker_rss_mb"] > 0
     assert result["redis_used_memory_peak_mb"] > 0
+    # Every workflow's record is a Lua script, and so is each cache write.
+    assert result["jobferry"]["redis_calls_per_workflow"]["evalsha"] >= 1
     if e2e.cluster.audit_log is not None:
         assert result["jobferry"]["requests"]["client_by_request"]["create jobs"] == 5
         assert result["baseline"]["requests"]["client_by_request"]["create jobs"] == 5
