@@ -196,6 +196,11 @@ class EventReader(threading.Thread):
         except Exception as exc:
             self._put(exc)
             return
+        finally:
+            # A generator's `finally` gives its connection back now, not when it is collected.
+            close = getattr(self._events, "close", None)
+            if close is not None:
+                close()
         self._put(self._END)
 
     def _put(self, item: Any) -> bool:

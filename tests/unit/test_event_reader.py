@@ -47,11 +47,15 @@ def test_what_broke_the_watch_is_raised_after_the_events_read_before_it() -> Non
 
 
 def test_the_writer_stops_waiting_when_told_to() -> None:
-    blocked = threading.Event()
+    blocked, released = threading.Event(), threading.Event()
 
     def events() -> Iterator[dict[str, Any]]:
-        blocked.wait(10)  # a quiet watch: no event comes
-        yield event(1)
+        try:
+            blocked.wait(10)  # a quiet watch: no event comes
+            yield event(1)
+            yield event(2)
+        finally:
+            released.set()  # where the real stream gives its connection back
 
     reader = EventReader(events(), "test")
     reader.start()
@@ -62,3 +66,5 @@ def test_the_writer_stops_waiting_when_told_to() -> None:
     blocked.set()
     reader.join(timeout=10)
     assert not reader.is_alive()
+    # Closed when the reader ends, while the reader itself is still referenced.
+    assert released.is_set()
