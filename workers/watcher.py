@@ -447,8 +447,8 @@ class ResourceWatch(threading.Thread):
         writes = FencedWrites()
         health = cache.health_key(self.namespace)
         written: dict[str, str | None] = {}
-        """Name -> its new value in `_written` (None: forget it), once the write is done."""
-        changed = False
+        """Name -> its new value in `_written` (None: forget it), once the write is done. Empty
+        when no event in the batch changes what the cache keeps."""
         rv: Any = None
         acts: list[tuple[Any, dict[str, Any], dict[str, Any] | None]] = []
         for event in events:
@@ -458,19 +458,19 @@ class ResourceWatch(threading.Thread):
             trimmed = None
             if kind == "DELETED":
                 self._delete_object(writes, obj)
-                written[name], changed = None, True
+                written[name] = None
             elif kind in ("ADDED", "MODIFIED"):
                 trimmed = self._trim(obj)
                 value = json.dumps(trimmed)
                 last = written[name] if name in written else self._written.get(name)
                 if value != last:
                     self._write_object(writes, obj, value)
-                    written[name], changed = value, True
+                    written[name] = value
             acts.append((kind, obj, trimmed))
         rv_due = time.monotonic() - self._rv_written_at >= RV_WRITE_SECONDS
-        if changed:
+        if written:
             writes.hset(health, "last_event_at", str(time.time()))
-        if rv and (changed or rv_due):
+        if rv and (written or rv_due):
             writes.hset(health, f"{self.resource}_rv", rv)
         if writes.keys:
             if not self._fenced(writes):
