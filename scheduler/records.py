@@ -29,6 +29,10 @@ KEY_PREFIX = "jobferry:workflow:"
 INFLIGHT_KEY = "jobferry:inflight"
 NAMESPACES_KEY = "jobferry:namespaces:until"
 """Each namespace workflows were submitted to, scored by the latest deadline among them."""
+PARKED_KEY = "jobferry:checks:parked"
+"""Status checks waiting in Redis for their time instead of in a worker's memory: the
+workflow's record key, scored by when its check is due (epoch milliseconds). See
+`workers.parking`."""
 
 # Creates the record unless it exists, indexes it as in flight and notes its namespace with
 # the latest deadline there (the watcher watches those, unless told which); returns the
@@ -73,7 +77,8 @@ for i = 3, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return raw
 """
 
-# Stores the outcome unless one is stored; returns the outcome that is stored now.
+# Stores the outcome unless one is stored, and forgets the workflow's parked check; returns
+# the outcome that is stored now.
 _FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local stored = redis.call('HGET', KEYS[1], 'outcome')
@@ -82,6 +87,7 @@ redis.call('HSET', KEYS[1], 'state', 'finished', 'outcome', ARGV[1], 'updated_at
            'detail', ARGV[4])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('ZREM', KEYS[3], KEYS[1])
 return ARGV[1]
 """
 
@@ -114,6 +120,27 @@ redis.call('HSET', KEYS[1], 'resent_at', ARGV[1])
 return redis.call('HINCRBY', KEYS[1], 'check_epoch', 1)
 """
 
+# Claims up to ARGV[2] parked checks due at ARGV[1] (ms) or earlier: each is rescored to
+# ARGV[3], when it is due again unless its sender confirms it sent it. Returns member, due
+# pairs. Two releasers never claim the same check; one that dies after claiming loses none.
+_CLAIM_PARKED = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], ARGV[3], due[i]) end
+return due
+"""
+
+# The claimed checks ARGV[2..] were sent: forgets each still scored ARGV[1] (its claim). One
+# rescored meanwhile was parked again by the check that was sent, and stays.
+_PARKED_SENT = """
+local forgotten = 0
+for i = 2, #ARGV do
+  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) == tonumber(ARGV[1]) then
+    forgotten = forgotten + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return forgotten
+"""
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -132,6 +159,8 @@ class RecordStore:
         self._begin_launch = _Script(client, _BEGIN_LAUNCH)
         self._checked = _Script(client, _CHECKED)
         self._claim_resend = _Script(client, _CLAIM_RESEND)
+        self._claim_parked = _Script(client, _CLAIM_PARKED)
+        self._parked_sent = _Script(client, _PARKED_SENT)
 
     @property
     def redis(self) -> redis.Redis:
@@ -262,7 +291,8 @@ class RecordStore:
             self._outcome_ttl,
             detail,
         ]
-        stored = self._finish(keys=[self.key(outcome.workflow_id), INFLIGHT_KEY], args=args)
+        keys = [self.key(outcome.workflow_id), INFLIGHT_KEY, PARKED_KEY]
+        stored = self._finish(keys=keys, args=args)
         if stored is None:
             # The record expired or never existed: keep the outcome anyway, for the caller.
             return outcome
@@ -289,6 +319,54 @@ class RecordStore:
         """The new check epoch when the workflow's checks were silent `silence_seconds`; else 0."""
         now = time.time() if now is None else now
         return int(self._claim_resend(keys=[self.key(workflow_id)], args=[now, silence_seconds]))
+
+    def park_check(self, workflow_id: str, due: float) -> None:
+        """Park the workflow's status check until `due` (epoch seconds); a workflow has one
+        parked check at most, so parking again only moves it."""
+        self._redis.zadd(PARKED_KEY, {self.key(workflow_id): _ms(due)})
+
+    def parked_count(self) -> int:
+        return int(self._redis.zcard(PARKED_KEY))
+
+    def claim_parked(
+        self, limit: int, hold_seconds: float, now: float | None = None
+    ) -> tuple[int, list[ParkedCheck]]:
+        """Claim up to `limit` parked checks that are due: (the claim, the checks).
+
+        A claimed check comes due again after `hold_seconds` unless `parked_sent` is called
+        with the claim, so a releaser that dies before it has sent them loses none.
+        """
+        now = time.time() if now is None else now
+        claim = _ms(now + hold_seconds)
+        flat = cast(list[Any], self._claim_parked(keys=[PARKED_KEY], args=[_ms(now), limit, claim]))
+        keys = [_text(flat[i]) for i in range(0, len(flat), 2)]
+        if not keys:
+            return claim, []
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, ["state", "check_epoch", *TRACE_FIELDS])
+        checks = []
+        for index, (key, (state, epoch, *trace)) in enumerate(
+            zip(keys, pipe.execute(), strict=True)
+        ):
+            carrier = {name: _text(v) for name, v in zip(TRACE_FIELDS, trace, strict=True) if v}
+            checks.append(
+                ParkedCheck(
+                    workflow_id=key.removeprefix(KEY_PREFIX),
+                    due=float(_text(flat[2 * index + 1])) / 1000,
+                    epoch=int(_text(epoch) or 0),
+                    finished=state is None or _text(state) == WorkflowState.FINISHED.value,
+                    trace_carrier=carrier,
+                )
+            )
+        return claim, checks
+
+    def parked_sent(self, claim: int, workflow_ids: Sequence[str]) -> int:
+        """Forget the checks of `claim` that were sent; how many were forgotten."""
+        if not workflow_ids:
+            return 0
+        members = [self.key(workflow_id) for workflow_id in workflow_ids]
+        return int(self._parked_sent(keys=[PARKED_KEY], args=[claim, *members]))
 
     def namespaces(self, deadline_after: float | None = None) -> list[str]:
         """Namespaces with a workflow whose deadline is after `deadline_after` (epoch seconds).
@@ -351,6 +429,19 @@ class Loaded(NamedTuple):
     """The submit span's W3C context; {} when the producer was not traced."""
 
 
+class ParkedCheck(NamedTuple):
+    """A parked status check that came due, as `RecordStore.claim_parked` hands it out."""
+
+    workflow_id: str
+    due: float
+    """When it was due, epoch seconds."""
+    epoch: int
+    """The workflow's current check loop (the record's `check_epoch`)."""
+    finished: bool
+    """The workflow has ended, or its record is gone: there is nothing to check."""
+    trace_carrier: dict[str, str]
+
+
 def _loaded(workflow_id: str, raw: dict[str, str]) -> Loaded | None:
     if not raw:
         return None
@@ -376,6 +467,10 @@ def _status(workflow_id: str, raw: dict[str, str]) -> WorkflowStatus:
         cancel_requested=raw.get("cancel_requested") == "1",
         outcome=WorkflowOutcome.model_validate_json(outcome) if outcome else None,
     )
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def _trace_fields(carrier: Mapping[str, str] | None) -> dict[str, str]:

@@ -23,6 +23,7 @@ from workers.backends.base import JobBackend
 from workers.beat import beat_config
 from workers.budget import make_budget
 from workers.cache import StatusCache
+from workers.parking import ReleaseParkedChecks
 
 log = logging.getLogger("jobferry")
 
@@ -33,6 +34,8 @@ app.conf.include = ["workers.tasks", "workers.reconcile"]
 # within milliseconds, countdown or not, so Flower learns nothing from a `task-sent` event,
 # which costs a Redis round trip each. Producers send one per launch with JOBFERRY_TASK_EVENTS.
 app.conf.task_send_sent_event = False
+# Every worker sends the parked status checks that are due (workers/parking.py).
+app.steps["worker"].add(ReleaseParkedChecks)
 # `celery -A workers.app beat` runs RedBeat too, with the schedules of JOBFERRY_SCHEDULES_FILE.
 app.conf.update(beat_config(settings))
 # A normal beat entry: any beat (celery beat, or RedBeat's single locked one) runs it.

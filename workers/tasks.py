@@ -23,7 +23,7 @@ from scheduler.celeryconfig import CANCEL_TASK, CHECK_TASK, LAUNCH_TASK, outcome
 from scheduler.models import OutcomeState, WorkflowRequest, WorkflowState, WorkflowStatus
 from scheduler.records import Loaded
 from scheduler.tracing import current_carrier
-from workers import outcomes, telemetry
+from workers import outcomes, parking, telemetry
 from workers.app import WorkerContext, app, context
 from workers.backends.base import (
     JobPhase,
@@ -142,7 +142,8 @@ def _defer_first_check(task: Task[Any, Any], ctx: WorkerContext, record: Workflo
     the check when the Job ends or its pod gets stuck); without it, `status_interval_seconds`
     (the seed's WaitForCompletion also looks first one poll interval after creating).
     Celery publishes the chain's next step from `request.chain` after this task returns
-    (celery/app/trace.py), options included.
+    (celery/app/trace.py), options included. The long wait is parked instead
+    (`workers.parking`): the step leaves the chain, and a worker sends it when it is due.
     """
     chain = task.request.chain
     if not chain:
@@ -150,7 +151,14 @@ def _defer_first_check(task: Task[Any, Any], ctx: WorkerContext, record: Workflo
     step = chain[-1]
     if isinstance(step, dict) and step.get("task") == CHECK_TASK:
         cached = ctx.cache is not None and ctx.cache.fresh(record.namespace)
-        step.setdefault("options", {})["countdown"] = _interval(ctx, 0, record, cached=cached)
+        countdown = _interval(ctx, 0, record, cached=cached)
+        due = parking.due_in(countdown) if cached else None
+        if due is None:
+            step.setdefault("options", {})["countdown"] = countdown
+            return
+        # The long wait of watch mode: parked in Redis, and so not published by Celery.
+        ctx.records.park_check(record.workflow_id, due)
+        chain.pop()
 
 
 def _retry(
@@ -180,14 +188,22 @@ def _again(
     countdown: float,
     wake: bool,
     exc: Exception | None = None,
+    cached: bool = False,
 ) -> None:
     """Look again later: the regular loop comes back after `countdown` s; a wake-up looks only
     once, so it just ends (None). An API error is a Celery retry, which records the error
-    (Flower shows RETRY and the reason); a Job that is simply not done yet is `_requeue`d."""
+    (Flower shows RETRY and the reason); a Job that is simply not done yet is `_requeue`d, or
+    parked when it read the watcher's fresh cache (`cached`) and so waits long."""
     if wake:
         return
     if exc is not None:
         _retry(task, ctx, record.workflow_id, countdown, exc)
+    due = parking.due_in(countdown) if cached else None
+    if due is not None:
+        ctx.records.park_check(record.workflow_id, due)
+        # This run stores nothing: the run that ends the workflow stores the outcome.
+        task.request.ignore_result = True
+        return
     _requeue(task, ctx, record.workflow_id, countdown)
 
 
@@ -368,7 +384,7 @@ def _judge(
         if detail != record.detail:
             _transition(ctx, record, WorkflowState.RUNNING, detail)
     countdown = _interval(ctx, task.request.retries, record, status, cached)
-    _again(task, ctx, record, countdown, wake)
+    _again(task, ctx, record, countdown, wake, cached=cached)
     if status.stuck:
         # The regular loop may be far off: come back when the start-up grace ends.
         task.app.send_task(

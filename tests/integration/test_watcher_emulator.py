@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from kubernetes import client, config
 
 from scheduler import OutcomeState, WorkflowRequest
 from scheduler.naming import job_name
+from scheduler.records import PARKED_KEY
 from tests.integration.conftest import (
     Pipeline,
     make_kube_pipeline,
@@ -97,6 +99,12 @@ def test_checks_read_the_cache_and_the_end_wakes_them(
     wait_for("the running detail", lambda: "running" in handle.status().detail, timeout=30)
     assert handle.status().detail == "pod running (attempt 1)"
     assert "pod running (attempt 1)" in watched.workers[-1].log()
+    # The check chained after the launch waits its long interval parked in Redis: no worker
+    # holds it as a countdown message.
+    client_ = redis.Redis.from_url(redis_url)
+    due = client_.zscore(PARKED_KEY, "jobferry:workflow:cached")
+    assert due is not None and 200 < due / 1000 - time.time() <= 300
+    assert client_.hlen("unacked") == 0
     kube_emulator.update_pod_status(
         NS,
         pod,
@@ -127,6 +135,43 @@ def test_checks_read_the_cache_and_the_end_wakes_them(
     assert 1 <= kube_emulator.count_requests("GET", rf"/pods/{pod}/log$") <= 2
     celery_result = watched.client.celery.AsyncResult(f"jobferry-outcome-{'cached'}")
     assert celery_result.get(timeout=10)["state"] == "succeeded"
+    # Finished by the wake-up: its parked check is forgotten, it will cost no later task.
+    assert client_.zcard(PARKED_KEY) == 0
+    client_.close()
+
+
+def test_a_parked_check_that_comes_due_is_sent_by_a_worker(
+    watched: Pipeline, kube_emulator: KubeEmulator, redis_url: str
+) -> None:
+    handle = watched.client.submit(request("guarded"))
+    name = created(kube_emulator, "guarded")
+    kube_emulator.add_pod_for_job(NS, name, phase="Running")
+    key = "jobferry:workflow:guarded"
+    client_ = redis.Redis.from_url(redis_url)
+    try:
+        wait_for("the parked check", lambda: client_.zscore(PARKED_KEY, key), timeout=30)
+        submitted = float(client_.hget(key, "last_checked") or 0)
+        # Its time has come (as if the interval had passed): a worker sends it within a tick,
+        # it reads the cache, and parks itself again for another interval.
+        client_.zadd(PARKED_KEY, {key: int(time.time() * 1000)})
+        wait_for(
+            "the released check to run",
+            lambda: float(client_.hget(key, "last_checked") or 0) > submitted,
+            timeout=30,
+        )
+        due = wait_for(
+            "the check parked again",
+            lambda: (d := client_.zscore(PARKED_KEY, key)) and d / 1000 - time.time() > 200 and d,
+            timeout=30,
+        )
+        assert due / 1000 - time.time() <= 300
+        assert handle.status().state.value == "running"
+        # It read the cache, not the API server.
+        assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") == 0
+        kube_emulator.mark_job_succeeded(NS, name)
+        assert handle.wait(timeout=30).state is OutcomeState.SUCCEEDED
+    finally:
+        client_.close()
 
 
 def test_job_deleted_by_someone_else(
