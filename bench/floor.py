@@ -5,14 +5,17 @@ that shape with tasks that do nothing (`bench.floor_app`): a real redis-server, 
 Celery workers with jobferry's configuration, pool and tracing (threads, 4 each, both queues,
 as `make bench` runs them), and a producer that sends the launches in kombu publish batches
 of 100, as the benchmark's `Jobferry.submit_many` calls of 100 do. Each launch returns at
-once; its chained check is published with a 300 s countdown and held by a worker, as
-jobferry's guard check is.
+once and leaves its chained check behind in one of two ways (`--shapes`):
+
+- `chained`: published with a 300 s countdown and held, unacked, by a worker (how jobferry
+  sent the watch mode's long first check before `workers.parking`);
+- `parked`: taken out of the chain and parked in Redis with one ZADD (how it does now).
 
 It reports the CPU spent per workflow by the workers, Redis and the producer from the first
-send until every launch has run and every check is held: the floor under jobferry's own cost
-per workflow, with no record, no API budget and no Kubernetes call. Set beside the raw
-client's CPU per Job from `make bench` (same machine), it bounds the create ratio any
-one-task-per-workflow design can reach where client and API server share the CPUs.
+send until every launch has run and every check is held or parked: the floor under
+jobferry's own cost per workflow, with no record, no API budget and no Kubernetes call. Set
+beside the raw client's CPU per Job from `make bench` (same machine), it bounds the create
+ratio any one-task-per-workflow design can reach where client and API server share the CPUs.
 """
 
 from __future__ import annotations
@@ -32,14 +35,20 @@ import psutil
 import redis
 
 from scheduler.celeryconfig import make_celery, send_launch
+from scheduler.records import PARKED_KEY
 from scheduler.settings import Settings
 from tests.services import ROOT
 
-from .floor_app import LAUNCHED_KEY
+from .floor_app import LAUNCHED_KEY, SHAPES
 from .processes import BenchError, Redis, cpu_seconds
 
 BATCH = 100
 GUARD_COUNTDOWN_S = 300.0
+
+
+def waiting(client: redis.Redis, shape: str) -> int:
+    """Checks left behind so far: held by a worker, or parked."""
+    return int(client.zcard(PARKED_KEY) if shape == "parked" else client.hlen("unacked"))
 
 
 def start_worker(settings: Settings, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -68,10 +77,10 @@ def start_worker(settings: Settings, env: dict[str, str], log: Path) -> subproce
         )
 
 
-def measure(n: int, tracing: bool, work: Path) -> dict[str, Any]:
+def measure(n: int, shape: str, work: Path) -> dict[str, Any]:
     server = Redis(work / "redis")
     server.start()
-    env = {**os.environ, "JOBFERRY_REDIS_URL": server.url, "FLOOR_TRACING": str(int(tracing))}
+    env = {**os.environ, "JOBFERRY_REDIS_URL": server.url, "FLOOR_SHAPE": shape}
     settings = Settings(redis_url=server.url)
     # The producer's app sends by name, as Jobferry's does.
     app = make_celery(settings)
@@ -95,8 +104,8 @@ def measure(n: int, tracing: bool, work: Path) -> dict[str, Any]:
                     send_launch(app, f"floor-{index:05d}", producer, GUARD_COUNTDOWN_S)
         sent = time.monotonic() - began
         deadline = time.monotonic() + 600
-        # Every launch ran, and every check is held (unacked) by a worker.
-        while int(client.get(LAUNCHED_KEY) or 0) < n or client.hlen("unacked") < n:
+        # Every launch ran, and every check is held (unacked) by a worker, or parked.
+        while int(client.get(LAUNCHED_KEY) or 0) < n or waiting(client, shape) < n:
             if time.monotonic() > deadline:
                 raise BenchError(f"floor run did not finish in 600 s; see {work}")
             time.sleep(0.05)
@@ -113,7 +122,7 @@ def measure(n: int, tracing: bool, work: Path) -> dict[str, Any]:
     spent = {k: round((after[k] - before[k]) / n * 1000, 2) for k in after}
     return {
         "n": n,
-        "tracing": tracing,
+        "shape": shape,
         "send_s": round(sent, 2),
         "elapsed_s": round(elapsed, 2),
         "workflows_per_s": round(n / elapsed, 1),
@@ -124,7 +133,14 @@ def measure(n: int, tracing: bool, work: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="workflows (default: 1000)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each variant (default: 3)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each shape (default: 3)")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=SHAPES,
+        default=list(SHAPES),
+        help="how the launch leaves its check behind (default: both, alternated)",
+    )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "floor.json", help="JSON output"
     )
@@ -132,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="jobferry-floor-") as tmp:
         for index in range(args.runs):
-            for tracing in (True, False):
-                work = Path(tmp) / f"run-{index}-{'traced' if tracing else 'untraced'}"
+            for shape in args.shapes:
+                work = Path(tmp) / f"run-{index}-{shape}"
                 work.mkdir()
-                result = measure(args.n, tracing, work)
+                result = measure(args.n, shape, work)
                 print(json.dumps(result), flush=True)
                 runs.append(result)
     command = "python -m bench.floor " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -1,22 +1,26 @@
 """The Celery app `python -m bench.floor` runs: jobferry's Celery set-up, tasks that do nothing.
 
 The same configuration (scheduler.celeryconfig), task names, queues and tracing as jobferry's
-workers; a launch that only counts itself, and the chained check that it leaves behind.
+workers; a launch that only counts itself, and the chained check that it leaves behind: sent
+with its countdown (`FLOOR_SHAPE=chained`) or parked as `workers.tasks` parks it (`parked`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import redis
-from celery import signals
+from celery import Task, signals
 
 from scheduler.celeryconfig import CHECK_TASK, LAUNCH_TASK, make_celery
+from scheduler.records import PARKED_KEY, RecordStore
 from scheduler.settings import load_settings
 from workers import telemetry
 
 LAUNCHED_KEY = "bench:floor:launched"
+SHAPES = ("chained", "parked")
 
 settings = load_settings()
 app = make_celery(settings)
@@ -25,12 +29,18 @@ app.conf.task_send_sent_event = False
 _client: redis.Redis | None = None
 
 
-@app.task(name=LAUNCH_TASK, max_retries=None, track_started=False, ignore_result=True)
-def launch(workflow_id: str) -> str:
+@app.task(bind=True, name=LAUNCH_TASK, max_retries=None, track_started=False, ignore_result=True)
+def launch(self: Task[Any, Any], workflow_id: str) -> str:
     global _client
     if _client is None:
         _client = redis.Redis.from_url(settings.redis_url)
     _client.incr(LAUNCHED_KEY)
+    if os.environ.get("FLOOR_SHAPE") == "parked":
+        # As workers.tasks._defer_first_check parks the long wait: one ZADD, no message.
+        _client.zadd(PARKED_KEY, {RecordStore.key(workflow_id): int(time.time() * 1000) + 300_000})
+        chain = self.request.chain
+        if isinstance(chain, list):
+            chain.pop()
     return workflow_id
 
 
@@ -42,5 +52,4 @@ def check(workflow_id: str) -> None:
 @signals.worker_init.connect
 def _trace(**_: Any) -> None:
     # The workers' own set-up: a provider (no exporter) and task spans.
-    if os.environ.get("FLOOR_TRACING", "1") == "1":
-        telemetry.start_worker_process()
+    telemetry.start_worker_process()
