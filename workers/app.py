@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,28 +62,49 @@ class WorkerContext:
 
 
 _context: WorkerContext | None = None
+_context_lock = threading.Lock()
 
 
 def context() -> WorkerContext:
+    """This process's context, built once (the threads pool's first tasks race for it)."""
     global _context
     if _context is None:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=15)
-        budget = make_budget(
-            client, settings.api_qps, settings.api_burst, settings.api_budget_max_wait_seconds
-        )
-        kubernetes = settings.backend == "kubernetes"
-        _context = WorkerContext(
-            settings=settings,
-            records=RecordStore(client, settings.outcome_ttl_seconds, settings.app_label),
-            backend=make_backend(settings, os.environ, budget),
-            cache=StatusCache(client, settings.watch_stale_seconds) if kubernetes else None,
-        )
+        with _context_lock:
+            if _context is None:
+                _context = _build_context()
     return _context
+
+
+def _build_context() -> WorkerContext:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=15)
+    budget = make_budget(
+        client, settings.api_qps, settings.api_burst, settings.api_budget_max_wait_seconds
+    )
+    kubernetes = settings.backend == "kubernetes"
+    return WorkerContext(
+        settings=settings,
+        records=RecordStore(client, settings.outcome_ttl_seconds, settings.app_label),
+        backend=make_backend(settings, os.environ, budget),
+        cache=StatusCache(client, settings.watch_stale_seconds) if kubernetes else None,
+    )
+
+
+def _prepare_process() -> None:
+    """Tracing, and the context built before the first task instead of by it (the backend's
+    client configuration and TLS context, the Redis scripts): the first launches after a
+    start are not slower than the rest."""
+    telemetry.start_worker_process()
+    try:
+        context()
+    # The first task builds it, and reports the error, instead: a pool process that fails
+    # to start is only started again, and again.
+    except Exception as exc:
+        log.warning("worker context not built at start (%s); the first task will try again", exc)
 
 
 @signals.worker_process_init.connect
 def _process_started(**_: Any) -> None:
-    telemetry.start_worker_process()
+    _prepare_process()
 
 
 @signals.worker_init.connect
@@ -92,8 +114,9 @@ def _worker_starting(sender: Any, **_: Any) -> None:
 
     pool = get_implementation(sender.pool_cls)
     # The threads and solo pools run tasks in this process: no worker_process_init comes.
+    # A prefork parent builds no context: a Kubernetes client must not cross the fork.
     if not (isinstance(pool, type) and issubclass(pool, PreforkPool)):
-        telemetry.start_worker_process()
+        _prepare_process()
 
 
 @signals.worker_process_shutdown.connect

@@ -280,23 +280,32 @@ def workflow_finished(outcome: WorkflowOutcome, stored: WorkflowOutcome) -> None
 
 
 class InflightCollector(Collector):
-    """`jobferry_workflows_in_flight`, read from the records' in-flight index at scrape time."""
+    """`jobferry_workflows_in_flight` and `jobferry_status_checks_parked`, read from Redis
+    at scrape time."""
 
     def __init__(self, records: RecordStore) -> None:
         self._records = records
 
     def collect(self) -> Iterable[Metric]:
         try:
-            count = self._records.inflight_count()
-        # Redis down: leave the gauge out rather than report a wrong number.
+            inflight, parked = self._records.inflight_count(), self._records.parked_count()
+        # Redis down: leave the gauges out rather than report a wrong number.
         except redis.RedisError as exc:
             log.warning("jobferry_workflows_in_flight not reported: %s", exc)
             return []
-        gauge = GaugeMetricFamily(
-            "jobferry_workflows_in_flight", "Workflows submitted and not finished yet."
-        )
-        gauge.add_metric([], count)
-        return [gauge]
+        gauges = []
+        for name, text, value in (
+            ("jobferry_workflows_in_flight", "Workflows submitted and not finished yet.", inflight),
+            (
+                "jobferry_status_checks_parked",
+                "Status checks parked in Redis until they are due (workers/parking.py).",
+                parked,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, text)
+            gauge.add_metric([], value)
+            gauges.append(gauge)
+        return gauges
 
 
 def serve_metrics(port: int, records: RecordStore) -> bool:

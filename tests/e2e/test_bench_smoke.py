@@ -32,6 +32,7 @@ def test_the_benchmark_runs_every_phase(e2e: E2E, tmp_path: Path) -> None:
         out_dir=tmp_path,
         pairs=2,
         warm_up_jobs=2,
+        client_warm_up=2,
     )
     result = run_size(5, settings, log=lambda message: None)
     # Two pairs, the second one baseline first; the result is one of them.
@@ -47,6 +48,7 @@ def test_the_benchmark_runs_every_phase(e2e: E2E, tmp_path: Path) -> None:
     # Every workflow's record is a Lua script, and so is each cache write.
     assert result["jobferry"]["redis_calls_per_workflow"]["evalsha"] >= 1
     if e2e.cluster.audit_log is not None:
+        # The client warm-up's 2 workflows and 2 Jobs ran before the counts began.
         assert result["jobferry"]["requests"]["client_by_request"]["create jobs"] == 5
         assert result["baseline"]["requests"]["client_by_request"]["create jobs"] == 5
         # 1 create + at least 1 GET per Job, and nothing else, from the baseline.

@@ -149,3 +149,12 @@ def _timestamp(iso: str) -> float:
 def _no_leftover_queue(redis_client: redis.Redis) -> Iterator[None]:
     yield
     redis_client.delete("jobferry.status")
+
+
+def test_the_metrics_gauge_counts_parked_checks(store: RecordStore) -> None:
+    from workers.telemetry import InflightCollector
+
+    store.park_check("wf-1", time.time() + 300)
+    store.park_check("wf-2", time.time() + 300)
+    gauges = {m.name: m.samples[0].value for m in InflightCollector(store).collect()}
+    assert gauges == {"jobferry_workflows_in_flight": 2, "jobferry_status_checks_parked": 2}

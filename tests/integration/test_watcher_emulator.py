@@ -146,32 +146,15 @@ def test_a_parked_check_that_comes_due_is_sent_by_a_worker(
     handle = watched.client.submit(request("guarded"))
     name = created(kube_emulator, "guarded")
     kube_emulator.add_pod_for_job(NS, name, phase="Running")
-    key = "jobferry:workflow:guarded"
-    client_ = redis.Redis.from_url(redis_url)
-    try:
-        wait_for("the parked check", lambda: client_.zscore(PARKED_KEY, key), timeout=30)
-        submitted = float(client_.hget(key, "last_checked") or 0)
-        # Its time has come (as if the interval had passed): a worker sends it within a tick,
-        # it reads the cache, and parks itself again for another interval.
-        client_.zadd(PARKED_KEY, {key: int(time.time() * 1000)})
-        wait_for(
-            "the released check to run",
-            lambda: float(client_.hget(key, "last_checked") or 0) > submitted,
-            timeout=30,
-        )
-        due = wait_for(
-            "the check parked again",
-            lambda: (d := client_.zscore(PARKED_KEY, key)) and d / 1000 - time.time() > 200 and d,
-            timeout=30,
-        )
-        assert due / 1000 - time.time() <= 300
-        assert handle.status().state.value == "running"
-        # It read the cache, not the API server.
-        assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") == 0
-        kube_emulator.mark_job_succeeded(NS, name)
-        assert handle.wait(timeout=30).state is OutcomeState.SUCCEEDED
-    finally:
-        client_.close()
+    # Its time has come (as if the interval had passed): a worker sends it within a tick, it
+    # reads the cache, and parks itself again for another interval.
+    due = release_now(redis_url, "guarded")
+    assert due - time.time() <= 300
+    assert handle.status().state.value == "running"
+    # It read the cache, not the API server.
+    assert kube_emulator.count_requests("GET", rf"/jobs/{name}$") == 0
+    kube_emulator.mark_job_succeeded(NS, name)
+    assert handle.wait(timeout=30).state is OutcomeState.SUCCEEDED
 
 
 def test_job_deleted_by_someone_else(
@@ -238,6 +221,30 @@ def test_a_standby_watcher_takes_over_a_dead_ones_namespace(
     assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "BackoffLimitExceeded")
 
 
+def release_now(url: str, workflow_id: str) -> float:
+    """Make the workflow's parked check due now; wait until a worker has sent it, it ran, and
+    it parked itself again. Returns its new due time (epoch seconds)."""
+    key = f"jobferry:workflow:{workflow_id}"
+    client_ = redis.Redis.from_url(url)
+    try:
+        wait_for("the parked check", lambda: client_.zscore(PARKED_KEY, key), timeout=30)
+        checked = float(client_.hget(key, "last_checked") or 0)
+        client_.zadd(PARKED_KEY, {key: int(time.time() * 1000)})
+        wait_for(
+            "the released check to run",
+            lambda: float(client_.hget(key, "last_checked") or 0) > checked,
+            timeout=30,
+        )
+        due = wait_for(
+            "the check parked again",
+            lambda: (d := client_.zscore(PARKED_KEY, key)) and d / 1000 - time.time() > 200 and d,
+            timeout=30,
+        )
+        return float(due) / 1000
+    finally:
+        client_.close()
+
+
 def _cached(url: str, name: str) -> bool:
     client_ = redis.Redis.from_url(url)
     try:
@@ -265,6 +272,8 @@ def test_a_threads_worker_can_hold_the_watch_itself(
         name = created(kube_emulator, "in-worker")
         kube_emulator.add_pod_for_job(NS, name, phase="Running")
         wait_for("the running detail", lambda: "running" in handle.status().detail, timeout=30)
+        # The threads pool's worker releases parked checks too.
+        release_now(redis_url, "in-worker")
         kube_emulator.mark_job_failed(NS, name)
         outcome = handle.wait(timeout=30)
         assert (outcome.state, outcome.reason) == (OutcomeState.FAILED, "BackoffLimitExceeded")
