@@ -130,6 +130,14 @@ def parse(argv: list[str] | None) -> BenchSettings:
         help="Jobs created and finished on each fresh control plane before its phase (default: 20)",
     )
     parser.add_argument(
+        "--client-warm-up",
+        type=int,
+        default=8,
+        metavar="K",
+        help="before the clock starts, K workflows (jobferry) or K Jobs (the raw client) of 1 s "
+        "run through the side's own client in its namespace and finish; 0: none (default: 8)",
+    )
+    parser.add_argument(
         "--submit-batch",
         type=int,
         default=100,
@@ -164,6 +172,7 @@ def parse(argv: list[str] | None) -> BenchSettings:
         pairs=args.pairs,
         pairs_up_to=args.pairs_up_to,
         warm_up_jobs=args.warm_up,
+        client_warm_up=args.client_warm_up,
         submit_batch=args.submit_batch,
     )
 

@@ -110,6 +110,12 @@ class BenchSettings:
     """Sizes above this run one pair: their create window is long enough to even out noise."""
     warm_up_jobs: int = 20
     """Jobs created and finished on each fresh control plane before its phase."""
+    client_warm_up: int = 8
+    """Before the clock starts, this many workflows (jobferry) or Jobs (the raw client) of 1 s
+    go through the side's own client in its namespace and finish: the workers' first tasks
+    (their context, Redis and API connections, the watch of the namespace), the raw client's
+    first connections. A deployed jobferry runs warm; without it N = 100's window of about a
+    second measured mostly start-up. Their requests and CPU fall outside every count."""
     submit_batch: int = 100
     """Workflows per `submit_many` call; 1: one `submit` per workflow."""
 
@@ -347,6 +353,11 @@ def jobferry_phase(
         workers = [p for p in processes if p.name != "watcher"]
         wait_for_workers(client, workers, len(workers))
         time.sleep(3 if use_watcher else 0.5)
+        if settings.client_warm_up:
+            seconds = warm_up_jobferry(client, redis_server, settings.client_warm_up, log)
+            log(
+                f"  client warm-up: {settings.client_warm_up} workflows finished in {seconds:.1f} s"
+            )
         pids = {p.name: p.process.pid for p in processes if p.process}
         sampler = RssSampler(pids).start()
         assert redis_server.process is not None
@@ -410,7 +421,7 @@ def jobferry_phase(
             redis=redis_server.memory(),
             redis_calls_per_workflow=calls_per_workflow(calls_before, calls, n),
             watcher="process" if watcher_process else "embedded" if use_watcher else "none",
-            jobs_seen=len(timeline.jobs),
+            jobs_seen=sum(1 for workflow_id in ids if job_name(workflow_id) in timeline.jobs),
             watch_errors=timeline.errors[:5],
         )
         return phase
@@ -421,6 +432,49 @@ def jobferry_phase(
         for process in processes:
             process.stop()
         redis_server.stop()
+
+
+def warm_up_jobferry(client: Jobferry, redis_server: Redis, count: int, log: Any) -> float:
+    """Run `count` workflows of 1 s through the workers until each has succeeded."""
+    began = time.monotonic()
+    prefix = f"warm-up-{uuid.uuid4().hex[:6]}"
+    requests = [request(prefix, i, bench_cluster.JOBFERRY_NAMESPACE, 1) for i in range(count)]
+    ids = submit_all(client, requests, count)
+    wait_until(
+        "the client warm-up's workflows have finished",
+        lambda: redis_server.client().zcard("jobferry:inflight") == 0,
+        120,
+        lambda: f"{redis_server.client().zcard('jobferry:inflight')} warm-up workflows open",
+        log,
+    )
+    for workflow_id in ids:
+        outcome = client.outcome(workflow_id)
+        if outcome is None or outcome.state.value != "succeeded":
+            raise BenchError(f"client warm-up: workflow {workflow_id} ended as {outcome}")
+    return time.monotonic() - began
+
+
+def warm_up_client(
+    batch: Any, timeline: JobTimeline, namespace: str, count: int, threads: int, log: Any
+) -> float:
+    """Create `count` Jobs of 1 s with the raw client's threads; wait until each finished."""
+    began = time.monotonic()
+    bodies = manifests(f"warm-up-{uuid.uuid4().hex[:6]}", count, namespace, 1)
+    with ThreadPoolExecutor(threads) as pool:
+        list(
+            pool.map(
+                lambda body: batch.create_namespaced_job(namespace, body, _preload_content=False),
+                bodies,
+            )
+        )
+    names = [body["metadata"]["name"] for body in bodies]
+
+    def finished() -> bool:
+        times = [timeline.jobs.get(name) for name in names]
+        return all(t is not None and t.finished is not None for t in times)
+
+    wait_until("the client warm-up's Jobs have finished", finished, 120, lambda: "", log)
+    return time.monotonic() - began
 
 
 def calls_per_workflow(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, float]:
@@ -493,6 +547,11 @@ def baseline_phase(
     threads = [
         threading.Thread(target=poller.work, daemon=True) for _ in range(settings.poll_threads)
     ]
+    if settings.client_warm_up:
+        seconds = warm_up_client(
+            batch, timeline, namespace, settings.client_warm_up, settings.launch_concurrency, log
+        )
+        log(f"  client warm-up: {settings.client_warm_up} Jobs finished in {seconds:.1f} s")
     cpu = CpuSampler({}, {"bench": os.getpid()}).start()
     before = bench_cluster.scrape(cluster)
     offset = apimetrics.audit_offset(audit_log) if audit_log else 0
@@ -734,6 +793,7 @@ def summarise(
             "worker_env": settings.worker_env,
             "split_cpus": settings.split_cpus,
             "warm_up_jobs": settings.warm_up_jobs,
+            "client_warm_up": settings.client_warm_up,
             "submit_batch": settings.submit_batch,
             "pairs": settings.repeats_for(n),
         },
