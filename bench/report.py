@@ -141,8 +141,8 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
          lambda r: " / ".join(_fmt(p["create_throughput_ratio"]) for p in r.get("pairs", []))
          or "n/a"),
         ("Jobs created per s, jobferry / raw client",
-         lambda r: f"{_fmt(r['jobferry']['create_throughput_per_s'])} / "
-         f"{_fmt(r['baseline']['create_throughput_per_s'])}"),
+         lambda r: f"{_rate(r['jobferry']['create_throughput_per_s'])} / "
+         f"{_rate(r['baseline']['create_throughput_per_s'])}"),
         ("CPU per Job while creating, ms (whole machine), jobferry / raw client",
          lambda r: _cpu(r, "ms_per_job")),
         ("busy cores while creating, jobferry / raw client", lambda r: _cpu(r, "busy_cores")),
@@ -238,6 +238,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def _rate(value: float | None) -> str:
+    """Jobs per second, whole: 92 / 135, not 92.13 / 135."""
+    return "n/a" if value is None else f"{value:,.0f}"
 
 
 def _redis_calls(result: dict[str, Any]) -> str:
