@@ -119,9 +119,9 @@ def parse(argv: list[str] | None) -> BenchSettings:
     parser.add_argument(
         "--pairs-up-to",
         type=int,
-        default=1000,
+        default=5000,
         metavar="N",
-        help="sizes above N run one pair (default: 1000)",
+        help="sizes above N run one pair (default: 5000)",
     )
     parser.add_argument(
         "--warm-up",
