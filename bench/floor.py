@@ -39,11 +39,10 @@ from scheduler.records import PARKED_KEY
 from scheduler.settings import Settings
 from tests.services import ROOT
 
-from .floor_app import LAUNCHED_KEY, SHAPES
+from .floor_app import GUARD_COUNTDOWN_S, LAUNCHED_KEY, SHAPES
 from .processes import BenchError, Redis, cpu_seconds
 
 BATCH = 100
-GUARD_COUNTDOWN_S = 300.0
 
 
 def waiting(client: redis.Redis, shape: str) -> int:

@@ -301,7 +301,7 @@ class RecordStore:
     def trace_carrier(self, workflow_id: str) -> dict[str, str]:
         """The W3C trace context stored with the workflow; {} when it has none."""
         values = cast(list[Any], self._redis.hmget(self.key(workflow_id), list(TRACE_FIELDS)))
-        return {name: _text(v) for name, v in zip(TRACE_FIELDS, values, strict=True) if v}
+        return _carrier(values)
 
     def inflight_count(self) -> int:
         """How many workflows have not finished."""
@@ -349,14 +349,13 @@ class RecordStore:
         for index, (key, (state, epoch, *trace)) in enumerate(
             zip(keys, pipe.execute(), strict=True)
         ):
-            carrier = {name: _text(v) for name, v in zip(TRACE_FIELDS, trace, strict=True) if v}
             checks.append(
                 ParkedCheck(
                     workflow_id=key.removeprefix(KEY_PREFIX),
                     due=float(_text(flat[2 * index + 1])) / 1000,
                     epoch=int(_text(epoch) or 0),
                     finished=state is None or _text(state) == WorkflowState.FINISHED.value,
-                    trace_carrier=carrier,
+                    trace_carrier=_carrier(trace),
                 )
             )
         return claim, checks
@@ -471,6 +470,11 @@ def _status(workflow_id: str, raw: dict[str, str]) -> WorkflowStatus:
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+def _carrier(values: Sequence[Any]) -> dict[str, str]:
+    """The trace context from the TRACE_FIELDS values of an HMGET (None: not set)."""
+    return {name: _text(v) for name, v in zip(TRACE_FIELDS, values, strict=True) if v}
 
 
 def _trace_fields(carrier: Mapping[str, str] | None) -> dict[str, str]:

@@ -152,13 +152,22 @@ def _defer_first_check(task: Task[Any, Any], ctx: WorkerContext, record: Workflo
     if isinstance(step, dict) and step.get("task") == CHECK_TASK:
         cached = ctx.cache is not None and ctx.cache.fresh(record.namespace)
         countdown = _interval(ctx, 0, record, cached=cached)
-        due = parking.due_in(countdown) if cached else None
-        if due is None:
+        if _parked(ctx, record, countdown, cached):
+            # Parked in Redis, and so not published by Celery.
+            chain.pop()
+        else:
             step.setdefault("options", {})["countdown"] = countdown
-            return
-        # The long wait of watch mode: parked in Redis, and so not published by Celery.
-        ctx.records.park_check(record.workflow_id, due)
-        chain.pop()
+
+
+def _parked(ctx: WorkerContext, record: WorkflowStatus, countdown: float, cached: bool) -> bool:
+    """Park the check's next look when it is watch mode's long wait (`workers.parking`):
+    the check read the watcher's fresh cache (`cached`) and waits `PARK_MIN_SECONDS` or more.
+    False: it is sent with its countdown instead."""
+    due = parking.due_in(countdown) if cached else None
+    if due is None:
+        return False
+    ctx.records.park_check(record.workflow_id, due)
+    return True
 
 
 def _retry(
@@ -198,9 +207,7 @@ def _again(
         return
     if exc is not None:
         _retry(task, ctx, record.workflow_id, countdown, exc)
-    due = parking.due_in(countdown) if cached else None
-    if due is not None:
-        ctx.records.park_check(record.workflow_id, due)
+    if _parked(ctx, record, countdown, cached):
         # This run stores nothing: the run that ends the workflow stores the outcome.
         task.request.ignore_result = True
         return
